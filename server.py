@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""A ZeroMQ request-reply server: one ROUTER socket, one poll loop, a pool of workers.
+
+Any client answers: client.py, a plain DEALER, a REQ socket. Each reply goes back to
+the connection its request came from. The handler runs on worker threads, so the poll
+loop never waits for it and a slow request never holds up the others.
+
+    python server.py                       # tcp://127.0.0.1:5555, 16 workers
+    python server.py --workers 0 --quiet   # handler inline: fastest for cheap handlers
+
+To serve something real, replace handle() below; nothing else needs to change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import zmq
+
+DEFAULT_BIND = "tcp://127.0.0.1:5555"
+# Threads that wait (on a database, a disk, another service) cost next to nothing, so
+# the default is generous; CPU-bound handlers gain nothing past the core count (GIL).
+DEFAULT_WORKERS = 16
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+MAX_FRAMES = 16  # routing id + envelope + body; real envelopes have 0 to 4 frames
+BATCH = 256  # requests read per wake-up, so that finished replies are not starved
+POLL_INTERVAL_MS = 1000  # a safety net only: workers and signals wake the poll at once
+CLOSE_LINGER_MS = 1000  # how long replies still queued at exit may take to leave
+LOG_BODY_BYTES = 60
+ERROR_PREFIX = b"ERROR: "
+
+log = logging.getLogger("server")
+
+work_time = 0.5  # seconds of simulated work in the default handler (--work-time)
+
+
+def handle(request: bytes) -> bytes:
+    """Answer one request with the reply body. Replace this function to serve real work.
+
+    It runs on a worker thread (inline in the loop with --workers 0), so it may block,
+    and several calls run at once. It must not touch the server's sockets. An exception
+    is logged here and the client gets an error reply starting with "ERROR: ".
+    """
+    time.sleep(work_time)  # simulated work, as in the tutorial
+    return b"World"
+
+
+def answer(request: bytes) -> bytes:
+    """Call handle(), turning any failure into an error reply instead of silence."""
+    try:
+        reply = handle(request)
+        if isinstance(reply, str):
+            reply = reply.encode()
+        if not isinstance(reply, (bytes, bytearray, memoryview)):
+            raise TypeError(f"handle() returned {type(reply).__name__}, not bytes")
+        return reply
+    except Exception as exc:
+        log.exception("handler failed on a request")
+        return ERROR_PREFIX + f"handler failed ({type(exc).__name__})".encode()
+
+
+def split_request(frames: list[bytes]) -> tuple[list[bytes], bytes] | None:
+    """Split [routing_id, *envelope, body] into (route, body); None if malformed.
+
+    The route (routing id and envelope) goes back unchanged in front of the reply, so
+    every client kind is answered: a DEALER's envelope is empty, REQ's is [b""], and
+    client.py's is [token, b""]. A non-empty envelope must end in that empty delimiter.
+    """
+    if not 2 <= len(frames) <= MAX_FRAMES:
+        return None
+    *route, body = frames
+    if len(route) > 1 and route[-1]:
+        return None
+    return route, body
+
+
+def printable(data: bytes, limit: int = LOG_BODY_BYTES) -> str:
+    """Bytes as one line of log text: escaped where not plain text, cut at limit."""
+    text = data[:limit].decode("utf-8", "backslashreplace")
+    if not text.isprintable():
+        text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    if len(data) > limit:
+        text += f"... ({len(data)} bytes)"
+    return text
+
+
+def send_reply(frontend: zmq.Socket, route: list[bytes], reply: bytes, quiet: bool) -> None:
+    """Send without ever blocking the loop; a reply that cannot go out is logged and dropped."""
+    try:
+        frontend.send_multipart([*route, reply], zmq.DONTWAIT)
+    except zmq.Again:
+        log.warning("dropped reply to %s: its queue is full", printable(route[0]))
+    except zmq.ZMQError as exc:
+        reason = "client is gone" if exc.errno == zmq.EHOSTUNREACH else exc.strerror
+        log.warning("dropped reply to %s: %s", printable(route[0]), reason)
+    else:
+        if not quiet:
+            print(f"Sent reply to {printable(route[0])}", flush=True)
+
+
+def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
+    """Answer requests on a bound ROUTER until SIGINT or SIGTERM; then finish those taken.
+
+    Only this thread touches the frontend (ZeroMQ sockets are not thread safe). Workers
+    put their replies on a queue and write a byte to a socketpair, which the poller
+    watches beside the frontend; signals write to the same socketpair.
+    """
+    finished: queue.SimpleQueue[tuple[list[bytes], bytes]] = queue.SimpleQueue()
+    wake_reader, wake_writer = socket.socketpair()
+    wake_reader.setblocking(False)
+    wake_writer.setblocking(False)
+    stopped_by = ""
+    in_flight = 0
+
+    def work(route: list[bytes], body: bytes) -> None:
+        finished.put((route, answer(body)))
+        # A full buffer means wake-ups are already pending: the loop will wake.
+        with contextlib.suppress(BlockingIOError):
+            wake_writer.send(b"\0")
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopped_by
+        name = signal.Signals(signum).name
+        if stopped_by:
+            log.warning("%s again: exiting now, %d replies abandoned", name, in_flight)
+            os._exit(1)
+        stopped_by = name
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    signal.set_wakeup_fd(wake_writer.fileno(), warn_on_full_buffer=False)
+
+    poller = zmq.Poller()
+    poller.register(frontend, zmq.POLLIN)
+    poller.register(wake_reader, zmq.POLLIN)
+    endpoint = frontend.getsockopt_string(zmq.LAST_ENDPOINT)
+    print(f"Listening on {endpoint}", flush=True)
+
+    accepting = True
+    # No thread starts before the first submit, so --workers 0 starts none.
+    with wake_reader, wake_writer, ThreadPoolExecutor(workers or 1, "worker") as pool:
+        while accepting or in_flight:
+            ready = dict(poller.poll(POLL_INTERVAL_MS))
+
+            if wake_reader.fileno() in ready:
+                with contextlib.suppress(BlockingIOError):
+                    wake_reader.recv(4096)
+            while not finished.empty():
+                route, reply = finished.get()
+                in_flight -= 1
+                send_reply(frontend, route, reply, quiet)
+
+            if stopped_by and accepting:
+                accepting = False
+                poller.unregister(frontend)
+                log.info(
+                    "%s: stopped taking requests; finishing %d in flight", stopped_by, in_flight
+                )
+
+            for _ in range(BATCH if accepting and frontend in ready else 0):
+                try:
+                    frames = frontend.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                request = split_request(frames)
+                if request is None:
+                    log.warning(
+                        "malformed request from %s (%d frames): answered with an error",
+                        printable(frames[0]),
+                        len(frames),
+                    )
+                    send_reply(frontend, frames[:1], ERROR_PREFIX + b"malformed request", True)
+                    continue
+                route, body = request
+                if not quiet:
+                    print(
+                        f"Received request from {printable(route[0])}: {printable(body)}",
+                        flush=True,
+                    )
+                if workers:
+                    in_flight += 1
+                    pool.submit(work, route, body)
+                else:
+                    send_reply(frontend, route, answer(body), quiet)
+        signal.set_wakeup_fd(-1)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number 0 or more, got {text!r}")
+    return int(text)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = OneLineErrorParser(
+        description="A ZeroMQ ROUTER server: answers each client on its own connection.",
+        epilog="SIGINT or SIGTERM: stop taking requests, finish those taken, exit 0. "
+        "A second signal exits at once.",
+    )
+    parser.add_argument(
+        "--bind",
+        default=DEFAULT_BIND,
+        metavar="ENDPOINT",
+        help=f"where to listen (default {DEFAULT_BIND}; 'tcp://127.0.0.1:*' picks a free port, "
+        "'tcp://*:5555' listens on every interface, without authentication or encryption)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=count,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"worker threads running the handler (default {DEFAULT_WORKERS}); "
+        "0 runs it inline in the poll loop, fastest for cheap handlers",
+    )
+    parser.add_argument(
+        "--work-time",
+        type=float,
+        default=work_time,
+        metavar="SECONDS",
+        help=f"simulated work per request in the default handler (default {work_time})",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="do not print a line per request and reply"
+    )
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        metavar="BYTES",
+        help=f"largest frame accepted; a client sending a larger one is disconnected "
+        f"(default {DEFAULT_MAX_MESSAGE_SIZE}, at least 1024)",
+    )
+    args = parser.parse_args(argv)
+    if args.max_message_size < 1024:
+        parser.error("--max-message-size must be at least 1024 (ZeroMQ's handshake needs room)")
+    if not args.work_time >= 0:
+        parser.error("--work-time must be 0 or more")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    global work_time
+    args = parse_args(argv)
+    work_time = args.work_time
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s server: %(message)s")
+
+    with zmq.Context() as context, context.socket(zmq.ROUTER) as frontend:
+        # Turn silent drops (client gone, queue full) into errors that send_reply logs.
+        frontend.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # Cap each frame, or a peer announcing a huge frame makes libzmq reserve it.
+        frontend.setsockopt(zmq.MAXMSGSIZE, args.max_message_size)
+        # Bounded, so that exit never hangs on a client that stopped reading.
+        frontend.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
+        try:
+            frontend.bind(args.bind)
+        except zmq.ZMQError as exc:
+            print(f"server.py: cannot listen on {args.bind}: {exc.strerror}", file=sys.stderr)
+            return 1
+        serve(frontend, args.workers, args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
