@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Send one request to server.py and print the reply.
+
+    python client.py 1                 # Client 1 sending 'Hello' ... received reply: World
+    python client.py 2 Hi --timeout 1  # another id, another message, a shorter wait
+
+If no reply comes in time the client retries on a fresh connection (the "Lazy Pirate"
+pattern), then gives up with one line on stderr. Exit codes: 0 reply received,
+1 no reply, 2 bad arguments, 3 the server answered with an error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import zmq
+
+DEFAULT_CONNECT = "tcp://localhost:5555"
+DEFAULT_TIMEOUT = 2.5
+DEFAULT_RETRIES = 3
+ERROR_PREFIX = b"ERROR: "
+EXIT_NO_REPLY, EXIT_USAGE, EXIT_SERVER_ERROR, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def request(
+    endpoint: str,
+    routing_id: bytes,
+    body: bytes,
+    timeout: float,
+    retries: int,
+    on_try: Callable[[int], None] = lambda attempt: None,
+) -> bytes | None:
+    """Send body and return the reply body, or None when every try timed out.
+
+    The request travels as [token, b"", body]; the server returns the envelope with the
+    reply. Another client may share this routing id, or may have used it before and left
+    a reply behind, so only a reply carrying this request's token counts. The token stays
+    the same across retries: a late answer to an earlier try is as good as any.
+    on_try(attempt) is called as each try is sent, 0 for the first.
+    """
+    token = os.urandom(8)
+    with zmq.Context() as context:
+        for attempt in range(1 + retries):
+            # A fresh socket per try: a DEALER cannot be sure its old connection recovers.
+            with context.socket(zmq.DEALER) as dealer:
+                dealer.setsockopt(zmq.LINGER, 0)  # never wait on exit for an unsent request
+                dealer.setsockopt(zmq.ROUTING_ID, routing_id)
+                dealer.connect(endpoint)
+                on_try(attempt)
+                dealer.send_multipart([token, b"", body])
+                deadline = time.monotonic() + timeout
+                while (left := deadline - time.monotonic()) > 0 and dealer.poll(left * 1000):
+                    reply = dealer.recv_multipart()
+                    if len(reply) == 3 and reply[0] == token and reply[1] == b"":
+                        return reply[2]
+    return None
+
+
+def say(line: str) -> None:
+    print(f"client.py: {line}", file=sys.stderr, flush=True)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number 0 or more, got {text!r}")
+    return int(text)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = OneLineErrorParser(
+        description="Send one request to server.py and print its reply.",
+        epilog="A request that times out is sent again, so a server may run it twice: "
+        "retry only requests that are safe to repeat, or use --retries 0. "
+        "Exit codes: 0 reply, 1 no reply, 2 bad arguments, 3 error reply, 130 interrupted.",
+    )
+    parser.add_argument("id", metavar="ID", help="this client's routing id (1 to 255 bytes)")
+    parser.add_argument(
+        "message", metavar="MESSAGE", nargs="?", default="Hello", help="the request (default Hello)"
+    )
+    parser.add_argument(
+        "--connect",
+        default=DEFAULT_CONNECT,
+        metavar="ENDPOINT",
+        help=f"the server's endpoint (default {DEFAULT_CONNECT})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long each try waits for the reply (default {DEFAULT_TIMEOUT})",
+    )
+    parser.add_argument(
+        "--retries",
+        type=count,
+        default=DEFAULT_RETRIES,
+        metavar="N",
+        help=f"tries after the first, each on a fresh connection (default {DEFAULT_RETRIES})",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="report each retry on stderr")
+    args = parser.parse_args(argv)
+    # surrogateescape gives back the exact bytes of a command-line argument.
+    args.routing_id = args.id.encode("utf-8", "surrogateescape")
+    if not 1 <= len(args.routing_id) <= 255:
+        parser.error(f"ID must be 1 to 255 bytes, got {len(args.routing_id)}")
+    args.body = args.message.encode("utf-8", "surrogateescape")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def on_try(attempt: int) -> None:
+        if attempt == 0:
+            print(f"Client {args.id} sending '{args.message}'", flush=True)
+        elif args.verbose:
+            say(f"no reply in {args.timeout:g} s; retry {attempt} of {args.retries}")
+
+    try:
+        reply = request(
+            args.connect, args.routing_id, args.body, args.timeout, args.retries, on_try
+        )
+    except zmq.ZMQError as exc:  # connect() refuses an endpoint it cannot parse
+        say(f"cannot use that endpoint: {exc.strerror}")
+        return EXIT_USAGE
+    if reply is None:
+        say(
+            f"no reply from {args.connect} after {1 + args.retries} tries of {args.timeout:g} s; "
+            "is the server running?"
+        )
+        return EXIT_NO_REPLY
+    text = reply.decode("utf-8", "backslashreplace")
+    if reply.startswith(ERROR_PREFIX):
+        say(f"the server answered with an error: {text[len(ERROR_PREFIX) :]}")
+        return EXIT_SERVER_ERROR
+    print(f"Client {args.id} received reply: {text}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
