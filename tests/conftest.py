@@ -1,0 +1,187 @@
+"""Shared helpers: start real server.py and client.py processes on loopback, read what
+they print as it comes, wait for lines (events) rather than sleeping, and kill every
+process a test started when it ends, whatever the outcome."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+EPHEMERAL = "tcp://127.0.0.1:*"
+WAIT = 10.0  # the longest any expected event may take; tests end much sooner
+
+
+class Process:
+    """A running script whose stdout and stderr lines are collected by reader threads."""
+
+    def __init__(self, script: Path, *args: str) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, str(script), *args],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="backslashreplace",
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.changed = threading.Condition()
+        self.readers = [
+            threading.Thread(target=self._read, args=(self.popen.stdout, self.out), daemon=True),
+            threading.Thread(target=self._read, args=(self.popen.stderr, self.err), daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def _read(self, stream, lines: list[str]) -> None:
+        for line in stream:
+            with self.changed:
+                lines.append(line.rstrip("\n"))
+                self.changed.notify_all()
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait_for(self, pattern: str, stream: str = "out", timeout: float = WAIT) -> re.Match:
+        """Wait until a line of stdout ("out") or stderr ("err") matches; return the match."""
+        lines = self.out if stream == "out" else self.err
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                for line in lines:
+                    if match := regex.search(line):
+                        return match
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.popen.poll() is not None and not self._reading()):
+                    raise AssertionError(f"no line matching {pattern!r} in std{stream}\n{self}")
+                self.changed.wait(min(left, 0.5))
+
+    def _reading(self) -> bool:
+        return any(reader.is_alive() for reader in self.readers)
+
+    def count(self, pattern: str, stream: str = "out") -> int:
+        lines = self.out if stream == "out" else self.err
+        with self.changed:
+            return sum(1 for line in lines if re.search(pattern, line))
+
+    def finish(self, timeout: float = WAIT) -> int:
+        """Wait for the process to exit and for its output to be read; return its code."""
+        code = self.popen.wait(timeout)
+        for reader in self.readers:
+            reader.join(timeout)
+        return code
+
+    def signal(self, signum: int) -> None:
+        self.popen.send_signal(signum)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(WAIT)
+
+    def __str__(self) -> str:
+        with self.changed:
+            out, err = "\n".join(self.out), "\n".join(self.err)
+        return f"--- stdout\n{out}\n--- stderr\n{err}"
+
+
+@pytest.fixture
+def spawn() -> Iterator:
+    """Start a script (path relative to the repository) as a Process; kill all at the end."""
+    started: list[Process] = []
+
+    def start(script: str, *args: str) -> Process:
+        process = Process(REPO / script, *args)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+class Server:
+    def __init__(self, process: Process, endpoint: str) -> None:
+        self.process = process
+        self.endpoint = endpoint
+        self.port = int(endpoint.rsplit(":", 1)[1])
+
+
+@pytest.fixture
+def start_server(spawn) -> Iterator:
+    """Start server.py (or the echo server) and wait for its 'Listening on' line."""
+
+    def start(*args: str, script: str = "server.py") -> Server:
+        if not any(arg.startswith("--bind") for arg in args):
+            args = ("--bind", EPHEMERAL, *args)
+        process = spawn(script, *args)
+        endpoint = process.wait_for(r"^Listening on (tcp://127\.0\.0\.1:\d+)$").group(1)
+        return Server(process, endpoint)
+
+    yield start
+
+
+@pytest.fixture
+def echo_server(start_server) -> Iterator:
+    """A server.py whose handler echoes; b'<seconds> <text>' first sleeps, b'boom' raises."""
+
+    def start(*args: str) -> Server:
+        return start_server(*args, script="tests/echo_server.py")
+
+    yield start
+
+
+@pytest.fixture
+def run_client() -> Iterator:
+    """Run client.py to the end (bounded) and return the CompletedProcess."""
+
+    def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(REPO / "client.py"), *args],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    yield run
+
+
+@pytest.fixture
+def context() -> Iterator[zmq.Context]:
+    """A ZeroMQ context for raw test peers; their sockets never linger."""
+    with zmq.Context() as ctx:
+        ctx.setsockopt(zmq.LINGER, 0)
+        yield ctx
+        ctx.destroy(linger=0)
+
+
+def receive(socket: zmq.Socket, timeout: float = WAIT) -> list[bytes]:
+    """The next multipart message on socket, or an AssertionError after timeout seconds."""
+    if not socket.poll(timeout * 1000):
+        raise AssertionError(f"no reply within {timeout} s")
+    return socket.recv_multipart()
+
+
+def dealer(context: zmq.Context, endpoint: str, routing_id: bytes | None = None) -> zmq.Socket:
+    socket = context.socket(zmq.DEALER)
+    if routing_id is not None:
+        socket.setsockopt(zmq.ROUTING_ID, routing_id)
+    socket.connect(endpoint)
+    return socket
+
+
+SIGNALS = [signal.SIGINT, signal.SIGTERM]
