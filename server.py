@@ -21,8 +21,8 @@ import queue
 import signal
 import socket
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import zmq
 
@@ -32,7 +32,6 @@ DEFAULT_BIND = "tcp://127.0.0.1:5555"
 DEFAULT_WORKERS = 16
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 MAX_FRAMES = 16  # routing id + envelope + body; real envelopes have 0 to 4 frames
-BATCH = 256  # requests read per wake-up, so that finished replies are not starved
 POLL_INTERVAL_MS = 1000  # a safety net only: workers and signals wake the poll at once
 CLOSE_LINGER_MS = 1000  # how long replies still queued at exit may take to leave
 LOG_BODY_BYTES = 60
@@ -108,25 +107,51 @@ def send_reply(frontend: zmq.Socket, route: list[bytes], reply: bytes, quiet: bo
             print(f"Sent reply to {printable(route[0])}", flush=True)
 
 
+def receive_request(frontend: zmq.Socket, quiet: bool) -> tuple[list[bytes], bytes] | None:
+    """Read one waiting request as (route, body); answer a malformed one with an error."""
+    frames = frontend.recv_multipart()
+    request = split_request(frames)
+    if request is None:
+        log.warning(
+            "malformed request from %s (%d frames): answered with an error",
+            printable(frames[0]),
+            len(frames),
+        )
+        send_reply(frontend, frames[:1], ERROR_PREFIX + b"malformed request", quiet=True)
+    elif not quiet:
+        route, body = request
+        print(f"Received request from {printable(route[0])}: {printable(body)}", flush=True)
+    return request
+
+
 def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
     """Answer requests on a bound ROUTER until SIGINT or SIGTERM; then finish those taken.
 
-    Only this thread touches the frontend (ZeroMQ sockets are not thread safe). Workers
-    put their replies on a queue and write a byte to a socketpair, which the poller
-    watches beside the frontend; signals write to the same socketpair.
+    Only this thread touches the frontend (ZeroMQ sockets are not thread safe). Requests
+    go to the workers through one shared queue, so an idle worker always takes the next
+    one. Workers put replies on another queue and write a byte to a socketpair that the
+    poller watches beside the frontend; signals write to the same socketpair.
     """
+    jobs: queue.SimpleQueue[tuple[list[bytes], bytes] | None] = queue.SimpleQueue()
     finished: queue.SimpleQueue[tuple[list[bytes], bytes]] = queue.SimpleQueue()
     wake_reader, wake_writer = socket.socketpair()
     wake_reader.setblocking(False)
     wake_writer.setblocking(False)
+    wake_requested = threading.Event()
     stopped_by = ""
     in_flight = 0
 
-    def work(route: list[bytes], body: bytes) -> None:
-        finished.put((route, answer(body)))
-        # A full buffer means wake-ups are already pending: the loop will wake.
-        with contextlib.suppress(BlockingIOError):
-            wake_writer.send(b"\0")
+    def work() -> None:
+        while (job := jobs.get()) is not None:
+            route, body = job
+            finished.put((route, answer(body)))
+            # One wake-up serves every reply queued before the loop drains: the loop clears
+            # the flag before draining, so a reply put after the drain always sees it clear.
+            if not wake_requested.is_set():
+                wake_requested.set()
+                # A full buffer means wake-ups are already pending: the loop will wake.
+                with contextlib.suppress(BlockingIOError):
+                    wake_writer.send(b"\0")
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopped_by
@@ -139,60 +164,49 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     signal.set_wakeup_fd(wake_writer.fileno(), warn_on_full_buffer=False)
+    # Started up front: creating threads on demand delays the first requests of a burst.
+    threads = [threading.Thread(target=work, name=f"worker-{n}") for n in range(workers)]
+    for thread in threads:
+        thread.start()
 
     poller = zmq.Poller()
     poller.register(frontend, zmq.POLLIN)
     poller.register(wake_reader, zmq.POLLIN)
-    endpoint = frontend.getsockopt_string(zmq.LAST_ENDPOINT)
-    print(f"Listening on {endpoint}", flush=True)
+    print(f"Listening on {frontend.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
 
     accepting = True
-    # No thread starts before the first submit, so --workers 0 starts none.
-    with wake_reader, wake_writer, ThreadPoolExecutor(workers or 1, "worker") as pool:
-        while accepting or in_flight:
-            ready = dict(poller.poll(POLL_INTERVAL_MS))
+    while accepting or in_flight:
+        ready = dict(poller.poll(POLL_INTERVAL_MS))
 
-            if wake_reader.fileno() in ready:
-                with contextlib.suppress(BlockingIOError):
-                    wake_reader.recv(4096)
-            while not finished.empty():
-                route, reply = finished.get()
-                in_flight -= 1
-                send_reply(frontend, route, reply, quiet)
+        if wake_reader.fileno() in ready:
+            with contextlib.suppress(BlockingIOError):
+                wake_reader.recv(4096)
+            wake_requested.clear()
+        while not finished.empty():
+            route, reply = finished.get()
+            in_flight -= 1
+            send_reply(frontend, route, reply, quiet)
 
-            if stopped_by and accepting:
-                accepting = False
-                poller.unregister(frontend)
-                log.info(
-                    "%s: stopped taking requests; finishing %d in flight", stopped_by, in_flight
-                )
+        if stopped_by and accepting:
+            accepting = False
+            poller.unregister(frontend)
+            log.info("%s: stopped taking requests; finishing %d in flight", stopped_by, in_flight)
 
-            for _ in range(BATCH if accepting and frontend in ready else 0):
-                try:
-                    frames = frontend.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                request = split_request(frames)
-                if request is None:
-                    log.warning(
-                        "malformed request from %s (%d frames): answered with an error",
-                        printable(frames[0]),
-                        len(frames),
-                    )
-                    send_reply(frontend, frames[:1], ERROR_PREFIX + b"malformed request", True)
-                    continue
+        if accepting and frontend in ready and (request := receive_request(frontend, quiet)):
+            if workers:
+                in_flight += 1
+                jobs.put(request)
+            else:
                 route, body = request
-                if not quiet:
-                    print(
-                        f"Received request from {printable(route[0])}: {printable(body)}",
-                        flush=True,
-                    )
-                if workers:
-                    in_flight += 1
-                    pool.submit(work, route, body)
-                else:
-                    send_reply(frontend, route, answer(body), quiet)
-        signal.set_wakeup_fd(-1)
+                send_reply(frontend, route, answer(body), quiet)
+
+    for _ in threads:
+        jobs.put(None)  # one stop mark per worker; any worker may take any mark
+    for thread in threads:
+        thread.join()
+    signal.set_wakeup_fd(-1)
+    wake_reader.close()
+    wake_writer.close()
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
