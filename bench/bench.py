@@ -1,0 +1,392 @@
+#!/usr/bin/env python3
+"""Benchmark server.py against a baseline measured in the same run.
+
+The baseline is the tutorial's server loop with its two bugs fixed (baseline_server.py).
+Servers run as real processes on loopback with ephemeral ports; load comes from
+load.py, a separate process. Measurements of the baseline and of server.py alternate
+(A B A B ...) and every figure is a median, reported beside its ratio to the baseline's
+median, because a shared machine is noisy. Progress goes to stderr, the table to stdout.
+
+    python bench/bench.py               # about a minute and a half
+    python bench/bench.py --quick       # a few seconds: keeps the benchmark working
+    python bench/bench.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SERVER = HERE.parent / "server.py"
+CLIENT = HERE.parent / "client.py"
+BASELINE = HERE / "baseline_server.py"
+LOAD = HERE / "load.py"
+EPHEMERAL = "tcp://127.0.0.1:*"
+
+# The figures the project promises, as ratios to this run's own baseline.
+TARGETS = {
+    "inline_rps": 0.95,  # inline, zero work, C = 100: req/s at least this x the baseline
+    "inline_cpu": 1.10,  # ... and server CPU per request at most this x the baseline
+    "workers_rps": 0.60,  # worker mode, zero work, C = 100
+    "slow_work": {4: 1.01, 16: 1.01, 100: 1.03},  # wall time at most this x the ideal
+    "client": 1.15,  # client.py at most this x `python -c "import zmq"`
+    "memory": 1.02,  # RSS added by 1000 idle clients at most this x the baseline's
+}
+
+
+@dataclass
+class Settings:
+    rounds: int = 3
+    seconds: float = 1.0  # each throughput measurement
+    warmup: float = 0.3
+    concurrency: tuple[int, ...] = (1, 10, 100)
+    slow_clients: int = 100
+    slow_work: float = 0.5
+    slow_workers: tuple[int, ...] = (4, 16, 100)
+    client_runs: int = 20
+    idle_clients: int = 1000
+
+
+QUICK = Settings(
+    rounds=3,
+    seconds=0.2,
+    warmup=0.05,
+    concurrency=(1, 100),
+    slow_clients=20,
+    slow_work=0.1,
+    slow_workers=(4, 100),
+    client_runs=3,
+    idle_clients=100,
+)
+
+
+def progress(line: str) -> None:
+    print(f"bench: {line}", file=sys.stderr, flush=True)
+
+
+class Server:
+    """A server process started on an ephemeral port; stopped by its pid at the end."""
+
+    def __init__(self, script: Path, *args: str) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, str(script), *args],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        line = self.popen.stdout.readline()
+        if not line.startswith("Listening on "):
+            self.stop()
+            raise SystemExit(f"bench: {script.name} did not start: {line!r}")
+        self.endpoint = line.split()[-1]
+        self.pid = self.popen.pid
+
+    def rss_kib(self) -> int:
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait()
+
+
+def baseline() -> Server:
+    return Server(BASELINE, EPHEMERAL)
+
+
+def server(*args: str) -> Server:
+    return Server(SERVER, "--bind", EPHEMERAL, "--quiet", *args)
+
+
+def load(target: Server, mode: str, clients: int, seconds: float, *extra: str) -> dict:
+    args = [str(LOAD), target.endpoint, mode, str(clients), str(seconds), *extra]
+    result = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=seconds + 60
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"bench: load.py failed: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def median(values: list[float | None]) -> float | None:
+    values = [value for value in values if value is not None]
+    return statistics.median(values) if values else None
+
+
+def throughput(settings: Settings) -> dict:
+    """Zero work, --quiet: the baseline, inline mode and worker mode, interleaved."""
+    servers = {
+        "baseline": baseline(),
+        "inline": server("--workers", "0", "--work-time", "0"),
+        "workers": server("--work-time", "0"),
+    }
+    runs: dict[tuple[str, int], list[dict]] = {}
+    try:
+        for clients in settings.concurrency:
+            for round_ in range(settings.rounds):
+                for name, target in servers.items():
+                    result = load(
+                        target,
+                        "rate",
+                        clients,
+                        settings.seconds,
+                        "--server-pid",
+                        str(target.pid),
+                        "--warmup",
+                        str(settings.warmup),
+                    )
+                    runs.setdefault((name, clients), []).append(result)
+                    progress(
+                        f"C={clients} round {round_ + 1}/{settings.rounds} {name}: "
+                        f"{result['rps']:.0f} req/s, lost {result['lost']}"
+                    )
+    finally:
+        for target in servers.values():
+            target.stop()
+    summary = {}
+    for (name, clients), results in runs.items():
+        summary[f"{name} C={clients}"] = {
+            "mode": name,
+            "clients": clients,
+            **{
+                key: median([result[key] for result in results])
+                for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")
+            },
+            "lost": sum(result["lost"] for result in results),
+            "rounds": [result["rps"] for result in results],
+        }
+    for row in summary.values():
+        base = summary[f"baseline C={row['clients']}"]
+        row["rps_ratio"] = row["rps"] / base["rps"]
+        if row["cpu_us_per_request"] and base["cpu_us_per_request"]:
+            row["cpu_ratio"] = row["cpu_us_per_request"] / base["cpu_us_per_request"]
+        else:
+            row["cpu_ratio"] = None
+    return summary
+
+
+def slow_work(settings: Settings) -> dict:
+    """N clients x T seconds of work with W workers, against the ideal ceil(N / W) x T."""
+    summary = {}
+    for workers in settings.slow_workers:
+        target = server("--workers", str(workers), "--work-time", str(settings.slow_work))
+        try:
+            ideal = math.ceil(settings.slow_clients / workers) * settings.slow_work
+            result = load(target, "once", settings.slow_clients, ideal + 30)
+        finally:
+            target.stop()
+        summary[workers] = {"ideal": ideal, **result, "ratio": result["seconds"] / ideal}
+        progress(
+            f"slow work W={workers}: {result['seconds']:.3f} s, ideal {ideal:.3f} s, "
+            f"lost {result['lost']}"
+        )
+    return summary
+
+
+def timed(command: list[str]) -> tuple[float, int]:
+    start = time.perf_counter()
+    code = subprocess.run(command, capture_output=True, timeout=60).returncode
+    return time.perf_counter() - start, code
+
+
+def client_startup(settings: Settings) -> dict:
+    """client.py per invocation against `python -c "import zmq"`, interleaved."""
+    target = server("--workers", "0", "--work-time", "0")
+    client_times, import_times, failed = [], [], 0
+    try:
+        for _ in range(settings.client_runs):
+            seconds, code = timed([sys.executable, str(CLIENT), "1", "--connect", target.endpoint])
+            client_times.append(seconds)
+            failed += code != 0
+            import_times.append(timed([sys.executable, "-c", "import zmq"])[0])
+    finally:
+        target.stop()
+    client_ms = 1000 * statistics.median(client_times)
+    import_ms = 1000 * statistics.median(import_times)
+    progress(f"client.py {client_ms:.1f} ms, import zmq {import_ms:.1f} ms, failed {failed}")
+    return {
+        "client_ms": client_ms,
+        "import_zmq_ms": import_ms,
+        "ratio": client_ms / import_ms,
+        "lost": failed,
+    }
+
+
+def memory(settings: Settings) -> dict:
+    """Server RSS idle and with many connected idle clients, baseline and server.py."""
+    added: dict[str, list[int]] = {"baseline": [], "server": []}
+    rss: dict[str, list[tuple[int, int]]] = {"baseline": [], "server": []}
+    lost = 0
+    for _ in range(settings.rounds):
+        for name, start in (("baseline", baseline), ("server", server)):
+            target = start()
+            try:
+                idle = target.rss_kib()
+                holder = subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(LOAD),
+                        target.endpoint,
+                        "idle",
+                        str(settings.idle_clients),
+                        "60",
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                ready = json.loads(holder.stdout.readline())
+                lost += ready["lost"]
+                busy = target.rss_kib()
+                holder.stdin.close()
+                holder.wait(timeout=60)
+            finally:
+                target.stop()
+            added[name].append(busy - idle)
+            rss[name].append((idle, busy))
+            progress(f"memory {name}: idle {idle} KiB, {settings.idle_clients} clients {busy} KiB")
+    per_client = {name: statistics.median(values) for name, values in added.items()}
+    return {
+        "clients": settings.idle_clients,
+        "baseline_idle_kib": median([idle for idle, _ in rss["baseline"]]),
+        "server_idle_kib": median([idle for idle, _ in rss["server"]]),
+        "baseline_added_kib": per_client["baseline"],
+        "server_added_kib": per_client["server"],
+        "ratio": per_client["server"] / per_client["baseline"],
+        "lost": lost,
+    }
+
+
+def lost(figures: dict) -> int:
+    """Lost or timed-out replies in a phase's figures, however deeply they are nested."""
+    rows = [value for value in figures.values() if isinstance(value, dict)]
+    return figures.get("lost", 0) + sum(lost(row) for row in rows)
+
+
+def verdict(value: float | None, target: str = "", limit: float | None = None) -> str:
+    """A ratio against its target: floors for req/s targets, ceilings for the rest."""
+    limit = TARGETS[target] if limit is None else limit
+    if value is None:
+        return "n/a"
+    at_least = target.endswith("_rps")
+    met = value >= limit if at_least else value <= limit
+    sign = ">=" if at_least else "<="
+    return f"{value:.3f}x (target {sign} {limit:.2f}: {'met' if met else 'NOT met'})"
+
+
+def report(settings: Settings, figures: dict) -> str:
+    lines: list[str] = []
+    targets: list[str] = []
+    if rows := figures.get("throughput"):
+        lines += [
+            f"Throughput: zero work, --quiet; medians of {settings.rounds} interleaved rounds of "
+            f"{settings.seconds:g} s; ratios to the baseline's median at the same C",
+            f"{'mode':<9}{'C':>5}{'req/s':>10}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'CPU us/req':>12}{'ratio':>8}{'lost':>6}",
+        ]
+        for row in rows.values():
+            cpu = f"{row['cpu_us_per_request']:.1f}" if row["cpu_us_per_request"] else "n/a"
+            cpu_ratio = f"{row['cpu_ratio']:.2f}" if row["cpu_ratio"] else "n/a"
+            lines.append(
+                f"{row['mode']:<9}{row['clients']:>5}{row['rps']:>10.0f}{row['rps_ratio']:>8.2f}"
+                f"{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{cpu:>12}{cpu_ratio:>8}{row['lost']:>6}"
+            )
+        c = max(settings.concurrency)
+        inline, workers = rows[f"inline C={c}"], rows[f"workers C={c}"]
+        targets += [
+            f"inline C={c} req/s / baseline: {verdict(inline['rps_ratio'], 'inline_rps')}",
+            f"inline C={c} CPU per req / baseline: {verdict(inline['cpu_ratio'], 'inline_cpu')}",
+            f"workers C={c} req/s / baseline: {verdict(workers['rps_ratio'], 'workers_rps')}",
+        ]
+    if rows := figures.get("slow_work"):
+        lines += [
+            "",
+            f"Slow work: {settings.slow_clients} clients x {settings.slow_work:g} s each",
+            f"{'workers':>7}{'ideal s':>10}{'wall s':>10}{'ratio':>8}{'lost':>6}",
+        ]
+        for workers_count, row in rows.items():
+            lines.append(
+                f"{workers_count:>7}{row['ideal']:>10.3f}{row['seconds']:>10.3f}"
+                f"{row['ratio']:>8.3f}{row['lost']:>6}"
+            )
+            limit = TARGETS["slow_work"].get(workers_count, 1.03)
+            targets.append(
+                f"slow work W={workers_count} wall / ideal: {verdict(row['ratio'], limit=limit)}"
+            )
+    if client := figures.get("client"):
+        lines += [
+            "",
+            f"client.py per invocation, median of {settings.client_runs}: "
+            f"{client['client_ms']:.1f} ms; python -c 'import zmq': "
+            f"{client['import_zmq_ms']:.1f} ms; failed runs: {client['lost']}",
+        ]
+        targets.append(f"client.py / import zmq: {verdict(client['ratio'], 'client')}")
+    if mem := figures.get("memory"):
+        lines += [
+            "",
+            f"Server RSS, idle -> with {mem['clients']} idle clients (medians): "
+            f"baseline {mem['baseline_idle_kib']} KiB +{mem['baseline_added_kib']} KiB; "
+            f"server.py {mem['server_idle_kib']} KiB +{mem['server_added_kib']} KiB",
+        ]
+        targets.append(f"memory added per client / baseline: {verdict(mem['ratio'], 'memory')}")
+    targets.append(f"lost or timed-out replies: {figures['lost']} (target 0)")
+    lines += ["", "Targets (ratios of this run's medians)"]
+    lines += [f"  {line}" for line in targets]
+    return "\n".join(lines).lstrip("\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description="Benchmark server.py against the tutorial's fixed loop."
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a few seconds, small loads (for tests)"
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    parser.add_argument(
+        "--only", choices=["throughput", "slow_work", "client", "memory"], help="run one phase"
+    )
+    args = parser.parse_args()
+    settings = QUICK if args.quick else Settings()
+    # Each connected client holds a descriptor in the server; let the children have them.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    started = time.monotonic()
+    figures: dict = {"settings": settings.__dict__}
+    phases = {
+        "throughput": throughput,
+        "slow_work": slow_work,
+        "client": client_startup,
+        "memory": memory,
+    }
+    for name, phase in phases.items():
+        if args.only in (None, name):
+            figures[name] = phase(settings)
+    figures["lost"] = sum(lost(figures.get(name, {})) for name in phases)
+    figures["seconds"] = time.monotonic() - started
+    print(report(settings, figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
+    progress(f"done in {figures['seconds']:.0f} s")
+    return 1 if figures["lost"] else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
