@@ -52,7 +52,7 @@ class Settings:
     slow_clients: int = 100
     slow_work: float = 0.5
     slow_workers: tuple[int, ...] = (4, 16, 100)
-    client_runs: int = 20
+    client_runs: int = 30
     idle_clients: int = 1000
 
 
@@ -231,7 +231,7 @@ def memory(settings: Settings) -> dict:
     rss: dict[str, list[tuple[int, int]]] = {"baseline": [], "server": []}
     lost = 0
     for _ in range(settings.rounds):
-        for name, start in (("baseline", baseline), ("server", server)):
+        for name, start in (("baseline", baseline), ("server", lambda: server("--work-time", "0"))):
             target = start()
             try:
                 idle = target.rss_kib()
@@ -375,7 +375,9 @@ def main() -> int:
     }
     for name, phase in phases.items():
         if args.only in (None, name):
+            phase_started = time.monotonic()
             figures[name] = phase(settings)
+            progress(f"{name} took {time.monotonic() - phase_started:.0f} s")
     figures["lost"] = sum(lost(figures.get(name, {})) for name in phases)
     figures["seconds"] = time.monotonic() - started
     print(report(settings, figures))
