@@ -344,6 +344,8 @@ def report(settings: Settings, figures: dict) -> str:
         targets.append(f"memory added per client / baseline: {verdict(mem['ratio'], 'memory')}")
     targets.append(f"lost or timed-out replies: {figures['lost']} (target 0)")
     lines += ["", "Targets (ratios of this run's medians)"]
+    if settings == QUICK:
+        lines.append("  (--quick: loads too small and runs too few to judge the targets by)")
     lines += [f"  {line}" for line in targets]
     return "\n".join(lines).lstrip("\n")
 

@@ -1,0 +1,31 @@
+"""The benchmark's quick mode, run once so that the benchmark keeps working."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+
+@pytest.mark.timeout(120)
+def test_quick_benchmark_runs_every_phase_and_loses_nothing(tmp_path):
+    figures_file = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench.py"), "--quick", "--json", str(figures_file)],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert result.returncode == 0, result.stderr
+    for heading in ("Throughput", "Slow work", "client.py per invocation", "Server RSS", "Targets"):
+        assert heading in result.stdout
+    figures = json.loads(figures_file.read_text())
+    assert figures["lost"] == 0
+    modes = {row["mode"] for row in figures["throughput"].values()}
+    assert modes == {"baseline", "inline", "workers"}
+    assert all(row["rps"] > 0 for row in figures["throughput"].values())
+    assert all(row["lost"] == 0 for row in figures["slow_work"].values())
+    assert figures["client"]["client_ms"] > 0 and figures["memory"]["server_added_kib"] > 0
