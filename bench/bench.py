@@ -7,7 +7,7 @@ load.py, a separate process. Measurements of the baseline and of server.py alter
 (A B A B ...) and every figure is a median, reported beside its ratio to the baseline's
 median, because a shared machine is noisy. Progress goes to stderr, the table to stdout.
 
-    python bench/bench.py               # about a minute and a half
+    python bench/bench.py               # about 75 seconds
     python bench/bench.py --quick       # a few seconds: keeps the benchmark working
     python bench/bench.py --json out.json
 """
@@ -45,9 +45,9 @@ TARGETS = {
 
 @dataclass
 class Settings:
-    rounds: int = 3
-    seconds: float = 1.0  # each throughput measurement
-    warmup: float = 0.3
+    rounds: int = 5
+    seconds: float = 0.6  # each throughput measurement
+    warmup: float = 0.2
     concurrency: tuple[int, ...] = (1, 10, 100)
     slow_clients: int = 100
     slow_work: float = 0.5
