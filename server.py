@@ -31,6 +31,7 @@ DEFAULT_BIND = "tcp://127.0.0.1:5555"
 # the default is generous; CPU-bound handlers gain nothing past the core count (GIL).
 DEFAULT_WORKERS = 16
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+DEFAULT_HEARTBEAT = 1.0  # seconds: a frozen or vanished client is dropped within 3 to 4
 MAX_FRAMES = 16  # routing id + envelope + body; real envelopes have 0 to 4 frames
 POLL_INTERVAL_MS = 1000  # a safety net only: workers and signals wake the poll at once
 CLOSE_LINGER_MS = 1000  # how long replies still queued at exit may take to leave
@@ -124,13 +125,15 @@ def receive_request(frontend: zmq.Socket, quiet: bool) -> tuple[list[bytes], byt
     frames = [frame.bytes]
     while frame.more:
         frame = frontend.recv(copy=False)
-        frames.append(frame.bytes)
+        if len(frames) <= MAX_FRAMES:  # past that, read the rest but keep none of it
+            frames.append(frame.bytes)
     request = split_request(frames)
     if request is None:
+        shape = (
+            f"{len(frames)} frames" if len(frames) <= MAX_FRAMES else f"over {MAX_FRAMES} frames"
+        )
         log.warning(
-            "malformed request from %s (%d frames): answered with an error",
-            printable(frames[0]),
-            len(frames),
+            "malformed request from %s (%s): answered with an error", printable(frames[0]), shape
         )
         send_reply(frontend, frames[:1], ERROR_PREFIX + b"malformed request", quiet=True)
     elif not quiet:
@@ -274,7 +277,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"largest frame accepted; a client sending a larger one is disconnected "
         f"(default {DEFAULT_MAX_MESSAGE_SIZE}, at least 1024)",
     )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=DEFAULT_HEARTBEAT,
+        metavar="SECONDS",
+        help=f"ping each client this often; drop one silent for 3 intervals, or whose "
+        f"handshake takes longer (default {DEFAULT_HEARTBEAT:g})",
+    )
     args = parser.parse_args(argv)
+    if not args.heartbeat >= 0.01:
+        parser.error("--heartbeat must be at least 0.01 seconds")
     if args.max_message_size < 1024:
         parser.error("--max-message-size must be at least 1024 (ZeroMQ's handshake needs room)")
     if not args.work_time >= 0:
@@ -295,6 +308,15 @@ def main(argv: list[str] | None = None) -> int:
         frontend.setsockopt(zmq.MAXMSGSIZE, args.max_message_size)
         # Bounded, so that exit never hangs on a client that stopped reading.
         frontend.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
+        # Any ZAP domain makes libzmq refuse peers speaking the unversioned ZMTP 1.0, which
+        # it would otherwise parse out of any TCP client's bytes (a port scanner's, say).
+        frontend.setsockopt(zmq.ZAP_DOMAIN, b"global")
+        # Ping every peer; drop one that stays silent (frozen, or its network gone) for
+        # three intervals, or that has not finished its handshake by then.
+        interval_ms = round(args.heartbeat * 1000)
+        frontend.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
+        frontend.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * interval_ms)
+        frontend.setsockopt(zmq.HANDSHAKE_IVL, 3 * interval_ms)
         try:
             frontend.bind(args.bind)
         except zmq.ZMQError as exc:
