@@ -18,13 +18,16 @@ import contextlib
 import logging
 import os
 import queue
+import resource
 import signal
 import socket
 import sys
 import threading
 import time
+from collections import Counter, deque
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 # Threads that wait (on a database, a disk, another service) cost next to nothing, so
@@ -36,6 +39,8 @@ MAX_FRAMES = 16  # routing id + envelope + body; real envelopes have 0 to 4 fram
 POLL_INTERVAL_MS = 1000  # a safety net only: workers and signals wake the poll at once
 CLOSE_LINGER_MS = 1000  # how long replies still queued at exit may take to leave
 LOG_BODY_BYTES = 60
+MAX_WAITING = 64  # requests one client may have waiting past its share of the workers
+MAX_BACKLOG = 10_000  # requests taken and not yet answered, before the loop stops reading
 ERROR_PREFIX = b"ERROR: "
 SEND_MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
 SEND_LAST = int(zmq.DONTWAIT)
@@ -96,8 +101,8 @@ def printable(data: bytes, limit: int = LOG_BODY_BYTES) -> str:
     return text
 
 
-def send_reply(frontend: zmq.Socket, route: list[bytes], reply: bytes, quiet: bool) -> None:
-    """Send without ever blocking the loop; a reply that cannot go out is logged and dropped.
+def send_reply(frontend: zmq.Socket, route: list[bytes], reply: bytes) -> str | None:
+    """Send without ever blocking the loop; return why the reply was dropped, or None.
 
     Only the first frame can fail (ROUTER_MANDATORY checks the route and the queue there);
     the rest of a routed message always goes through. Frame by frame with ready-made int
@@ -108,13 +113,10 @@ def send_reply(frontend: zmq.Socket, route: list[bytes], reply: bytes, quiet: bo
             frontend.send(frame, SEND_MORE)
         frontend.send(reply, SEND_LAST)
     except zmq.Again:
-        log.warning("dropped reply to %s: its queue is full", printable(route[0]))
+        return "its queue is full"
     except zmq.ZMQError as exc:
-        reason = "client is gone" if exc.errno == zmq.EHOSTUNREACH else exc.strerror
-        log.warning("dropped reply to %s: %s", printable(route[0]), reason)
-    else:
-        if not quiet:
-            print(f"Sent reply to {printable(route[0])}", flush=True)
+        return "client is gone" if exc.errno == zmq.EHOSTUNREACH else exc.strerror
+    return None
 
 
 def receive_request(frontend: zmq.Socket, quiet: bool) -> tuple[list[bytes], bytes] | None:
@@ -135,7 +137,7 @@ def receive_request(frontend: zmq.Socket, quiet: bool) -> tuple[list[bytes], byt
         log.warning(
             "malformed request from %s (%s): answered with an error", printable(frames[0]), shape
         )
-        send_reply(frontend, frames[:1], ERROR_PREFIX + b"malformed request", quiet=True)
+        send_reply(frontend, frames[:1], ERROR_PREFIX + b"malformed request")
     elif not quiet:
         route, body = request
         print(f"Received request from {printable(route[0])}: {printable(body)}", flush=True)
@@ -149,6 +151,11 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
     go to the workers through one shared queue, so an idle worker always takes the next
     one. Workers put replies on another queue and write a byte to a socketpair that the
     poller watches beside the frontend; signals write to the same socketpair.
+
+    Fairness: a client (a routing id) has at most half the workers at once; its further
+    requests wait in its own queue, up to MAX_WAITING, and beyond that are answered at
+    once with an error. When MAX_BACKLOG requests are taken and unanswered, the loop stops
+    reading until some are answered, and ZeroMQ's queues push back on the senders.
     """
     jobs: queue.SimpleQueue[tuple[list[bytes], bytes] | None] = queue.SimpleQueue()
     finished: queue.SimpleQueue[tuple[list[bytes], bytes]] = queue.SimpleQueue()
@@ -156,6 +163,11 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
     wake_reader.setblocking(False)
     wake_writer.setblocking(False)
     wake_requested = threading.Event()
+    share = max(1, workers // 2)
+    running: Counter[bytes] = Counter()  # each client's requests with the workers
+    waiting: dict[bytes, deque[tuple[list[bytes], bytes]]] = {}  # and those past its share
+    incidents: Counter[str] = Counter()  # repeated problems, logged at most once a second
+    next_report = 0.0
     stopped_by = ""
     in_flight = 0
 
@@ -170,6 +182,12 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
                 # A full buffer means wake-ups are already pending: the loop will wake.
                 with contextlib.suppress(BlockingIOError):
                     wake_writer.send(b"\0")
+
+    def deliver(route: list[bytes], reply: bytes) -> None:
+        if reason := send_reply(frontend, route, reply):
+            incidents[f"dropped a reply to {printable(route[0])}: {reason}"] += 1
+        elif not quiet:
+            print(f"Sent reply to {printable(route[0])}", flush=True)
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopped_by
@@ -187,13 +205,16 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
     for thread in threads:
         thread.start()
 
+    # libzmq retries a failed accept (out of file descriptors, say) without a word.
+    monitor = frontend.get_monitor_socket(zmq.EVENT_ACCEPT_FAILED)
     poller = zmq.Poller()
     poller.register(frontend, zmq.POLLIN)
     poller.register(wake_reader, zmq.POLLIN)
+    poller.register(monitor, zmq.POLLIN)
     print(f"Listening on {frontend.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
 
-    accepting = True
-    while accepting or in_flight:
+    reading = True
+    while not stopped_by or in_flight:
         ready = dict(poller.poll(POLL_INTERVAL_MS))
 
         if wake_reader.fileno() in ready:
@@ -203,21 +224,48 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
         while not finished.empty():
             route, reply = finished.get()
             in_flight -= 1
-            send_reply(frontend, route, reply, quiet)
+            deliver(route, reply)
+            client = route[0]
+            if later := waiting.get(client):
+                jobs.put(later.popleft())
+                if not later:
+                    del waiting[client]
+            elif running[client] == 1:
+                del running[client]
+            else:
+                running[client] -= 1
 
-        if stopped_by and accepting:
-            accepting = False
+        while monitor in ready and monitor.poll(0):
+            errno = recv_monitor_message(monitor)["value"]
+            incidents[f"cannot accept a connection: {os.strerror(errno)} (see ulimit -n)"] += 1
+        if incidents and time.monotonic() >= next_report:
+            report(incidents)
+            next_report = time.monotonic() + 1
+
+        if stopped_by and reading is not None:
+            reading = None  # never again
             poller.unregister(frontend)
             log.info("%s: stopped taking requests; finishing %d in flight", stopped_by, in_flight)
+        elif reading is not None and reading != (in_flight < MAX_BACKLOG):
+            reading = not reading
+            poller.register(frontend, zmq.POLLIN if reading else 0)
 
-        if accepting and frontend in ready and (request := receive_request(frontend, quiet)):
-            if workers:
+        if reading and frontend in ready and (request := receive_request(frontend, quiet)):
+            route, body = request
+            client = route[0]
+            if not workers:
+                deliver(route, answer(body))
+            elif running[client] < share:
+                running[client] += 1
                 in_flight += 1
                 jobs.put(request)
+            elif len(later := waiting.setdefault(client, deque())) < MAX_WAITING:
+                later.append(request)
+                in_flight += 1
             else:
-                route, body = request
-                send_reply(frontend, route, answer(body), quiet)
+                deliver(route, ERROR_PREFIX + b"too many requests from this client")
 
+    report(incidents)
     for _ in threads:
         jobs.put(None)  # one stop mark per worker; any worker may take any mark
     for thread in threads:
@@ -225,6 +273,14 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
     signal.set_wakeup_fd(-1)
     wake_reader.close()
     wake_writer.close()
+    frontend.disable_monitor()
+    monitor.close()
+
+
+def report(incidents: Counter[str]) -> None:
+    for what, count in incidents.items():
+        log.warning("%s%s", what, f" ({count} times)" if count > 1 else "")
+    incidents.clear()
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -300,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work_time = args.work_time
     logging.basicConfig(level=logging.INFO, format="%(asctime)s server: %(message)s")
+
+    # Each connected client holds a descriptor; take all that the system allows, since
+    # the usual soft limit of 1024 would cap the server near a thousand clients.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     with zmq.Context() as context, context.socket(zmq.ROUTER) as frontend:
         # Turn silent drops (client gone, queue full) into errors that send_reply logs.

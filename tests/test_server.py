@@ -202,7 +202,7 @@ def test_a_client_that_leaves_before_its_reply(start_server, context, run_client
     leaver.send(b"Hello")
     server.process.wait_for("^Received request from leaver")
     leaver.close(linger=0)
-    server.process.wait_for("dropped reply to leaver: client is gone", "err")
+    server.process.wait_for("dropped a reply to leaver: client is gone", "err")
     assert run_client("next", "--connect", server.endpoint).returncode == 0
 
 
