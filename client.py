@@ -33,6 +33,7 @@ def request(
     timeout: float,
     retries: int,
     on_try: Callable[[int], None] = lambda attempt: None,
+    curve: tuple[bytes, bytes, bytes] | None = None,
 ) -> bytes | None:
     """Send body and return the reply body, or None when every try timed out.
 
@@ -40,7 +41,8 @@ def request(
     reply. Another client may share this routing id, or may have used it before and left
     a reply behind, so only a reply carrying this request's token counts. The token stays
     the same across retries: a late answer to an earlier try is as good as any.
-    on_try(attempt) is called as each try is sent, 0 for the first.
+    on_try(attempt) is called as each try is sent, 0 for the first. curve is (public key,
+    secret key, server's public key) to encrypt with CURVE.
     """
     token = os.urandom(8)
     with zmq.Context() as context:
@@ -49,6 +51,8 @@ def request(
             with context.socket(zmq.DEALER) as dealer:
                 dealer.setsockopt(zmq.LINGER, 0)  # never wait on exit for an unsent request
                 dealer.setsockopt(zmq.ROUTING_ID, routing_id)
+                if curve:
+                    dealer.curve_publickey, dealer.curve_secretkey, dealer.curve_serverkey = curve
                 dealer.connect(endpoint)
                 on_try(attempt)
                 dealer.send_multipart([token, b"", body])
@@ -128,12 +132,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"tries after the first, each on a fresh connection (default {DEFAULT_RETRIES})",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="report each retry on stderr")
+    parser.add_argument(
+        "--curve-secret", metavar="FILE", help="encrypt with CURVE using this secret key file"
+    )
+    parser.add_argument("--curve-server", metavar="FILE", help="the server's public key file")
     args = parser.parse_args(argv)
     # surrogateescape gives back the exact bytes of a command-line argument.
     args.routing_id = args.id.encode("utf-8", "surrogateescape")
     if not 1 <= len(args.routing_id) <= 255:
         parser.error(f"ID must be 1 to 255 bytes, got {len(args.routing_id)}")
     args.body = args.message.encode("utf-8", "surrogateescape")
+    args.curve = None
+    if bool(args.curve_secret) != bool(args.curve_server):
+        parser.error("--curve-secret and --curve-server go together")
+    if args.curve_secret:
+        import zmq.auth  # only here: a plain run should not pay for importing it
+
+        try:
+            public, secret = zmq.auth.load_certificate(args.curve_secret)
+            server_public, _ = zmq.auth.load_certificate(args.curve_server)
+        except (OSError, ValueError) as exc:
+            parser.error(f"cannot read a key: {exc}")
+        if secret is None:
+            parser.error(f"{args.curve_secret} holds no secret key (use NAME.key_secret)")
+        args.curve = (public, secret, server_public)
     return args
 
 
@@ -148,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         reply = request(
-            args.connect, args.routing_id, args.body, args.timeout, args.retries, on_try
+            args.connect, args.routing_id, args.body, args.timeout, args.retries, on_try, args.curve
         )
     except zmq.ZMQError as exc:  # connect() refuses an endpoint it cannot parse
         say(f"cannot use that endpoint: {exc.strerror}")

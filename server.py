@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import logging
 import os
 import queue
@@ -27,6 +28,8 @@ import time
 from collections import Counter, deque
 
 import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
@@ -42,6 +45,7 @@ LOG_BODY_BYTES = 60
 MAX_WAITING = 64  # requests one client may have waiting past its share of the workers
 MAX_BACKLOG = 10_000  # requests taken and not yet answered, before the loop stops reading
 ERROR_PREFIX = b"ERROR: "
+ZAP_DOMAIN = "global"  # the authenticator's keys are looked up under the socket's domain
 SEND_MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
 SEND_LAST = int(zmq.DONTWAIT)
 
@@ -283,6 +287,34 @@ def report(incidents: Counter[str]) -> None:
     incidents.clear()
 
 
+def enable_curve(
+    context: zmq.Context, frontend: zmq.Socket, secret_file: str, clients_dir: str
+) -> ThreadAuthenticator:
+    """Ironhouse: encrypt every connection, and accept only the clients whose public keys
+    are in clients_dir (as make_keys.py writes them). Others never reach the handler."""
+    public, secret = zmq.auth.load_certificate(secret_file)
+    # pyzmq's ZAP handler: without one, any client that knows our public key gets in.
+    authenticator = ThreadAuthenticator(context, log=log.getChild("auth"))
+    authenticator.start()
+    authenticator.configure_curve(domain=ZAP_DOMAIN, location=clients_dir)
+    frontend.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    frontend.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    frontend.setsockopt(zmq.CURVE_SERVER, 1)
+    return authenticator
+
+
+def is_local(endpoint: str) -> bool:
+    """Whether only this machine can reach endpoint (loopback TCP, ipc, inproc)."""
+    transport, _, address = endpoint.partition("://")
+    if transport != "tcp":
+        return transport in ("ipc", "inproc")
+    host = address.rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -341,7 +373,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"ping each client this often; drop one silent for 3 intervals, or whose "
         f"handshake takes longer (default {DEFAULT_HEARTBEAT:g})",
     )
+    parser.add_argument(
+        "--curve-secret",
+        metavar="FILE",
+        help="encrypt with CURVE using this server secret key file (from make_keys.py); "
+        "needs --curve-clients",
+    )
+    parser.add_argument(
+        "--curve-clients",
+        metavar="DIR",
+        help="accept only the clients whose public key files are in DIR",
+    )
     args = parser.parse_args(argv)
+    if bool(args.curve_secret) != bool(args.curve_clients):
+        parser.error("--curve-secret and --curve-clients go together")
+    if args.curve_secret:
+        for path in (args.curve_secret, args.curve_clients):
+            if not os.path.exists(path):
+                parser.error(f"{path}: no such file or directory")
+        try:
+            if zmq.auth.load_certificate(args.curve_secret)[1] is None:
+                parser.error(f"{args.curve_secret} holds no secret key (use NAME.key_secret)")
+        except (OSError, ValueError) as exc:
+            parser.error(f"{args.curve_secret}: {exc}")
     if not args.heartbeat >= 0.01:
         parser.error("--heartbeat must be at least 0.01 seconds")
     if args.max_message_size < 1024:
@@ -372,19 +426,32 @@ def main(argv: list[str] | None = None) -> int:
         frontend.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
         # Any ZAP domain makes libzmq refuse peers speaking the unversioned ZMTP 1.0, which
         # it would otherwise parse out of any TCP client's bytes (a port scanner's, say).
-        frontend.setsockopt(zmq.ZAP_DOMAIN, b"global")
+        frontend.setsockopt_string(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
         # Ping every peer; drop one that stays silent (frozen, or its network gone) for
         # three intervals, or that has not finished its handshake by then.
         interval_ms = round(args.heartbeat * 1000)
         frontend.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
         frontend.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * interval_ms)
         frontend.setsockopt(zmq.HANDSHAKE_IVL, 3 * interval_ms)
-        try:
-            frontend.bind(args.bind)
-        except zmq.ZMQError as exc:
-            print(f"server.py: cannot listen on {args.bind}: {exc.strerror}", file=sys.stderr)
-            return 1
-        serve(frontend, args.workers, args.quiet)
+        with contextlib.ExitStack() as cleanup:
+            if args.curve_secret:
+                authenticator = enable_curve(
+                    context, frontend, args.curve_secret, args.curve_clients
+                )
+                cleanup.callback(authenticator.stop)
+            try:
+                frontend.bind(args.bind)
+            except zmq.ZMQError as exc:
+                print(f"server.py: cannot listen on {args.bind}: {exc.strerror}", file=sys.stderr)
+                return 1
+            endpoint = frontend.getsockopt_string(zmq.LAST_ENDPOINT)
+            if not args.curve_secret and not is_local(endpoint):
+                log.warning(
+                    "listening on %s beyond this machine without CURVE: anyone who can reach "
+                    "it may send requests, and read and forge the traffic (see --curve-secret)",
+                    endpoint,
+                )
+            serve(frontend, args.workers, args.quiet)
     return 0
 
 
