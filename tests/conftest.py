@@ -25,9 +25,10 @@ WAIT = 10.0  # the longest any expected event may take; tests end much sooner
 class Process:
     """A running script whose stdout and stderr lines are collected by reader threads."""
 
-    def __init__(self, script: Path, *args: str) -> None:
+    def __init__(self, script: Path, *args: str, preexec_fn=None) -> None:
         self.popen = subprocess.Popen(
             [sys.executable, str(script), *args],
+            preexec_fn=preexec_fn,
             cwd=REPO,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -102,8 +103,8 @@ def spawn() -> Iterator:
     """Start a script (path relative to the repository) as a Process; kill all at the end."""
     started: list[Process] = []
 
-    def start(script: str, *args: str) -> Process:
-        process = Process(REPO / script, *args)
+    def start(script: str, *args: str, preexec_fn=None) -> Process:
+        process = Process(REPO / script, *args, preexec_fn=preexec_fn)
         started.append(process)
         return process
 
@@ -184,4 +185,44 @@ def dealer(context: zmq.Context, endpoint: str, routing_id: bytes | None = None)
     return socket
 
 
+def ask(
+    context: zmq.Context, endpoint: str, body: bytes = b"Hello", timeout: float = WAIT
+) -> bytes:
+    """One correlated request from a fresh DEALER, as client.py sends it; the reply body."""
+    with context.socket(zmq.DEALER) as socket:
+        socket.connect(endpoint)
+        socket.send_multipart([b"probe", b"", body])
+        reply = receive(socket, timeout)
+    assert reply[:2] == [b"probe", b""], reply
+    return reply[2]
+
+
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
+
+# Rows of the README's "Reliability and security" table, filled by the tests that ran.
+RELIABILITY: list[tuple[str, int, str, str]] = []
+
+
+@pytest.fixture
+def record():
+    """record(case, tries, outcome): one row of the reliability table."""
+
+    def add(case: str, tries: int, outcome: str) -> None:
+        RELIABILITY.append((case, tries, "yes", outcome))
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not RELIABILITY:
+        return
+    lines = [
+        "| fault or hostile input | tries | server alive after | outcome |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {case} | {tries} | {alive} | {outcome} |" for case, tries, alive, outcome in RELIABILITY
+    ]
+    terminalreporter.section("reliability and security")
+    for line in lines:
+        terminalreporter.write_line(line)
