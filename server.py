@@ -217,8 +217,8 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
     poller.register(monitor, zmq.POLLIN)
     print(f"Listening on {frontend.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
 
-    reading = True
-    while not stopped_by or in_flight:
+    accepting = reading = True
+    while accepting or in_flight:
         ready = dict(poller.poll(POLL_INTERVAL_MS))
 
         if wake_reader.fileno() in ready:
@@ -243,16 +243,15 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
             errno = recv_monitor_message(monitor)["value"]
             incidents[f"cannot accept a connection: {os.strerror(errno)} (see ulimit -n)"] += 1
         if incidents and time.monotonic() >= next_report:
-            report(incidents)
+            log_incidents(incidents)
             next_report = time.monotonic() + 1
 
-        if stopped_by and reading is not None:
-            reading = None  # never again
-            poller.unregister(frontend)
+        if stopped_by and accepting:
+            accepting = False
             log.info("%s: stopped taking requests; finishing %d in flight", stopped_by, in_flight)
-        elif reading is not None and reading != (in_flight < MAX_BACKLOG):
+        if reading != (accepting and in_flight < MAX_BACKLOG):
             reading = not reading
-            poller.register(frontend, zmq.POLLIN if reading else 0)
+            poller.register(frontend, zmq.POLLIN if reading else 0)  # 0 unregisters
 
         if reading and frontend in ready and (request := receive_request(frontend, quiet)):
             route, body = request
@@ -269,7 +268,7 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
             else:
                 deliver(route, ERROR_PREFIX + b"too many requests from this client")
 
-    report(incidents)
+    log_incidents(incidents)
     for _ in threads:
         jobs.put(None)  # one stop mark per worker; any worker may take any mark
     for thread in threads:
@@ -281,7 +280,7 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
     monitor.close()
 
 
-def report(incidents: Counter[str]) -> None:
+def log_incidents(incidents: Counter[str]) -> None:
     for what, count in incidents.items():
         log.warning("%s%s", what, f" ({count} times)" if count > 1 else "")
     incidents.clear()
