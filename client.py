@@ -47,7 +47,8 @@ def request(
     token = os.urandom(8)
     with zmq.Context() as context:
         for attempt in range(1 + retries):
-            # A fresh socket per try: a DEALER cannot be sure its old connection recovers.
+            # A fresh socket per try (Lazy Pirate): closing the old one with linger 0 drops
+            # whatever it still held, an unsent request or a half-open connection.
             with context.socket(zmq.DEALER) as dealer:
                 dealer.setsockopt(zmq.LINGER, 0)  # never wait on exit for an unsent request
                 dealer.setsockopt(zmq.ROUTING_ID, routing_id)
