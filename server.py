@@ -26,11 +26,12 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from typing import TYPE_CHECKING
 
 import zmq
-import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils.monitor import recv_monitor_message
+
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 # Threads that wait (on a database, a disk, another service) cost next to nothing, so
@@ -209,12 +210,13 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
     for thread in threads:
         thread.start()
 
-    # libzmq retries a failed accept (out of file descriptors, say) without a word.
+    # libzmq retries a failed accept (out of file descriptors, say) without a word; its
+    # monitor tells. Read once a second with the other incidents, not polled: polling a
+    # second ZeroMQ socket would cost every request a little.
     monitor = frontend.get_monitor_socket(zmq.EVENT_ACCEPT_FAILED)
     poller = zmq.Poller()
     poller.register(frontend, zmq.POLLIN)
     poller.register(wake_reader, zmq.POLLIN)
-    poller.register(monitor, zmq.POLLIN)
     print(f"Listening on {frontend.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
 
     accepting = reading = True
@@ -239,10 +241,13 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
             else:
                 running[client] -= 1
 
-        while monitor in ready and monitor.poll(0):
-            errno = recv_monitor_message(monitor)["value"]
-            incidents[f"cannot accept a connection: {os.strerror(errno)} (see ulimit -n)"] += 1
-        if incidents and time.monotonic() >= next_report:
+        if time.monotonic() >= next_report:
+            while monitor.poll(0):
+                # [event (uint16), value (uint32)], endpoint: parsed here, as pyzmq's own
+                # parser lives in a module that imports asyncio (8.6 MB more to carry).
+                event, _endpoint = monitor.recv_multipart()
+                errno = int.from_bytes(event[2:6], sys.byteorder)
+                incidents[f"cannot accept a connection: {os.strerror(errno)} (see ulimit -n)"] += 1
             log_incidents(incidents)
             next_report = time.monotonic() + 1
 
@@ -291,6 +296,10 @@ def enable_curve(
 ) -> ThreadAuthenticator:
     """Ironhouse: encrypt every connection, and accept only the clients whose public keys
     are in clients_dir (as make_keys.py writes them). Others never reach the handler."""
+    # Imported only here: zmq.auth brings asyncio and ssl, 9 MB a server need not carry.
+    import zmq.auth
+    from zmq.auth.thread import ThreadAuthenticator
+
     public, secret = zmq.auth.load_certificate(secret_file)
     # pyzmq's ZAP handler: without one, any client that knows our public key gets in.
     authenticator = ThreadAuthenticator(context, log=log.getChild("auth"))
@@ -387,6 +396,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if bool(args.curve_secret) != bool(args.curve_clients):
         parser.error("--curve-secret and --curve-clients go together")
     if args.curve_secret:
+        import zmq.auth
+
         for path in (args.curve_secret, args.curve_clients):
             if not os.path.exists(path):
                 parser.error(f"{path}: no such file or directory")
