@@ -7,8 +7,8 @@ interpreter with the server it measures. Prints one JSON object on stdout.
     load.py ENDPOINT once C                            C DEALERs send one request each;
                                                        wall time until the last reply
     load.py ENDPOINT idle C                            C DEALERs connect and are served
-                                                       once, print "ready", then wait
-                                                       for stdin to close
+                                                       once, print the JSON, then hold
+                                                       the connections until stdin closes
 """
 
 from __future__ import annotations
@@ -133,9 +133,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=WARMUP)
     args = parser.parse_args()
     # Each DEALER holds a TCP descriptor and a mailbox descriptor.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with zmq.Context() as context:
+        context.set(zmq.MAX_SOCKETS, args.clients + 16)  # libzmq's default is 1023
         context.setsockopt(zmq.LINGER, 0)
         if args.mode == "rate":
             result = rate(
