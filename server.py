@@ -398,9 +398,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.curve_secret:
         import zmq.auth
 
-        for path in (args.curve_secret, args.curve_clients):
-            if not os.path.exists(path):
-                parser.error(f"{path}: no such file or directory")
+        if not os.path.isdir(args.curve_clients):
+            parser.error(f"--curve-clients {args.curve_clients}: not a directory")
         try:
             if zmq.auth.load_certificate(args.curve_secret)[1] is None:
                 parser.error(f"{args.curve_secret} holds no secret key (use NAME.key_secret)")

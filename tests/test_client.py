@@ -89,6 +89,8 @@ def test_retry_reaches_a_server_started_after_the_first_try(start_server, spawn)
         ["1", "--timeout", "0"],
         ["1", "--timeout", "soon"],
         ["1", "--retries", "-1"],
+        ["1", "--curve-secret", "no-such-file", "--curve-server", "no-such-file"],
+        ["1", "--curve-secret", "keys/alice.key_secret"],
         ["1", "--no-such-flag"],
     ],
 )

@@ -56,6 +56,9 @@ def test_bad_address_is_one_line_and_exit_1(spawn):
         ["--workers", "many"],
         ["--work-time", "-1"],
         ["--max-message-size", "10"],
+        ["--heartbeat", "0"],
+        ["--curve-secret", "no-such-file", "--curve-clients", "."],
+        ["--curve-secret", "keys/server.key_secret"],
         ["--no-such-flag"],
     ],
 )
