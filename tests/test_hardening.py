@@ -437,6 +437,7 @@ def test_curve_serves_allowed_clients_and_refuses_the_rest(start_server, run_cli
 def test_a_bind_beyond_loopback_without_curve_warns(spawn):
     server = spawn("server.py", "--bind", "tcp://0.0.0.0:*")
     server.wait_for(r"listening on tcp://0\.0\.0\.0:\d+ beyond this machine without CURVE", "err")
+    server.wait_for(r"^Listening on tcp://0\.0\.0\.0:\d+$")  # ready, signals handled
     server.signal(signal.SIGTERM)
     assert server.finish() == 0
 
