@@ -2,13 +2,16 @@
 """A ZeroMQ request-reply server: one ROUTER socket, one poll loop, a pool of workers.
 
 Any client answers: client.py, a plain DEALER, a REQ socket. Each reply goes back to
-the connection its request came from. The handler runs on worker threads, so the poll
-loop never waits for it and a slow request never holds up the others.
+the connection its request came from. The handler runs on worker threads (or, for an
+`async def` handler, as tasks on one asyncio event loop), so the poll loop never waits
+for it and a slow request never holds up the others.
 
-    python server.py                       # tcp://127.0.0.1:5555, 16 workers
-    python server.py --workers 0 --quiet   # handler inline: fastest for cheap handlers
+    python server.py                                  # tcp://127.0.0.1:5555, 16 workers
+    python server.py --handler examples.echo:handle   # serve your own function
+    python server.py --workers 0 --quiet              # handler inline: fastest for cheap ones
 
-To serve something real, replace handle() below; nothing else needs to change.
+The handler is one plain function, bytes in and bytes out (see handlers.py and
+examples/); nothing in this file needs to change to serve your own.
 """
 
 from __future__ import annotations
@@ -25,10 +28,14 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import zmq
+
+import handlers
+from handlers import ERROR_PREFIX, Handler
+from scheduler import Scheduler
 
 if TYPE_CHECKING:
     from zmq.auth.thread import ThreadAuthenticator
@@ -37,48 +44,27 @@ DEFAULT_BIND = "tcp://127.0.0.1:5555"
 # Threads that wait (on a database, a disk, another service) cost next to nothing, so
 # the default is generous; CPU-bound handlers gain nothing past the core count (GIL).
 DEFAULT_WORKERS = 16
+# An async handler's request is a task on one event loop, a few KB each: a thousand
+# waiting at once cost less than a thread pool of 16.
+DEFAULT_ASYNC_WORKERS = 1000
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_HEARTBEAT = 1.0  # seconds: a frozen or vanished client is dropped within 3 to 4
 MAX_FRAMES = 16  # routing id + envelope + body; real envelopes have 0 to 4 frames
 POLL_INTERVAL_MS = 1000  # a safety net only: workers and signals wake the poll at once
 CLOSE_LINGER_MS = 1000  # how long replies still queued at exit may take to leave
 LOG_BODY_BYTES = 60
-MAX_WAITING = 64  # requests one client may have waiting past its share of the workers
+MAX_WAITING = 64  # requests one client may have waiting while every worker is busy
 MAX_BACKLOG = 10_000  # requests taken and not yet answered, before the loop stops reading
-ERROR_PREFIX = b"ERROR: "
 ZAP_DOMAIN = "global"  # the authenticator's keys are looked up under the socket's domain
 SEND_MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
 SEND_LAST = int(zmq.DONTWAIT)
 
 log = logging.getLogger("server")
 
-work_time = 0.5  # seconds of simulated work in the default handler (--work-time)
-
-
-def handle(request: bytes) -> bytes:
-    """Answer one request with the reply body. Replace this function to serve real work.
-
-    It runs on a worker thread (inline in the loop with --workers 0), so it may block,
-    and several calls run at once. It must not touch the server's sockets. An exception
-    is logged here and the client gets an error reply starting with "ERROR: ".
-    """
-    if work_time:  # sleep(0) is no free no-op: it waits out the kernel's timer slack
-        time.sleep(work_time)  # simulated work, as in the tutorial
-    return b"World"
-
-
-def answer(request: bytes) -> bytes:
-    """Call handle(), turning any failure into an error reply instead of silence."""
-    try:
-        reply = handle(request)
-        if isinstance(reply, str):
-            reply = reply.encode()
-        if not isinstance(reply, (bytes, bytearray, memoryview)):
-            raise TypeError(f"handle() returned {type(reply).__name__}, not bytes")
-        return reply
-    except Exception as exc:
-        log.exception("handler failed on a request")
-        return ERROR_PREFIX + f"handler failed ({type(exc).__name__})".encode()
+# A request handed to the workers: (slot, route, body); its reply comes back the same way.
+Job = tuple[int, list[bytes], bytes]
+Done = Callable[[int, list[bytes], bytes], None]
+Workers = tuple[Callable[[Job], None], Callable[[], None]]  # (submit a job, stop)
 
 
 def split_request(frames: list[bytes]) -> tuple[list[bytes], bytes] | None:
@@ -149,48 +135,94 @@ def receive_request(frontend: zmq.Socket, quiet: bool) -> tuple[list[bytes], byt
     return request
 
 
-def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
+def start_threads(handler: Handler, count: int, done: Done) -> Workers:
+    """count worker threads on one shared queue, so an idle one always takes the next job.
+    Returns (submit, stop): stop() lets each thread finish its job and joins them all."""
+    jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+
+    def work() -> None:
+        while (job := jobs.get()) is not None:
+            slot, route, body = job
+            done(slot, route, handlers.call(handler, body))
+
+    # Started up front: creating threads on demand delays the first requests of a burst.
+    threads = [threading.Thread(target=work, name=f"worker-{n}") for n in range(count)]
+    for thread in threads:
+        thread.start()
+
+    def stop() -> None:
+        for _ in threads:
+            jobs.put(None)  # one stop mark per thread; any thread may take any mark
+        for thread in threads:
+            thread.join()
+
+    return jobs.put, stop
+
+
+def start_event_loop(handler: Handler, done: Done) -> Workers:
+    """One asyncio event loop in one thread; each job becomes a task there, no thread each.
+    Returns (submit, stop), as start_threads() does."""
+    import asyncio  # only here: a plain server need not carry it
+
+    loop = asyncio.new_event_loop()
+    tasks: set[asyncio.Task] = set()  # the loop keeps only weak references to its tasks
+
+    async def run(slot: int, route: list[bytes], body: bytes) -> None:
+        done(slot, route, await handlers.call_async(handler, body))
+
+    def start(job: Job) -> None:
+        task = loop.create_task(run(*job))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    thread = threading.Thread(target=loop.run_forever, name="event-loop")
+    thread.start()
+
+    def stop() -> None:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+    return lambda job: loop.call_soon_threadsafe(start, job), stop
+
+
+def serve(frontend: zmq.Socket, handler: Handler, workers: int, quiet: bool) -> None:
     """Answer requests on a bound ROUTER until SIGINT or SIGTERM; then finish those taken.
 
     Only this thread touches the frontend (ZeroMQ sockets are not thread safe). Requests
-    go to the workers through one shared queue, so an idle worker always takes the next
-    one. Workers put replies on another queue and write a byte to a socketpair that the
-    poller watches beside the frontend; signals write to the same socketpair.
+    go to the workers (threads, or tasks for an async handler) as the scheduler picks
+    them: any free worker takes the next request, and while every worker is busy the
+    waiting clients take turns. Workers put replies on a queue and write a byte to a
+    socketpair that the poller watches beside the frontend; signals write to it too.
 
-    Fairness: a client (a routing id) has at most half the workers at once; its further
-    requests wait in its own queue, up to MAX_WAITING, and beyond that are answered at
-    once with an error. When MAX_BACKLOG requests are taken and unanswered, the loop stops
-    reading until some are answered, and ZeroMQ's queues push back on the senders.
+    Bounds: a client may have MAX_WAITING requests waiting; past that its requests are
+    answered at once with an error. When MAX_BACKLOG requests are taken and unanswered,
+    the loop stops reading until some are answered, and ZeroMQ's queues push back.
     """
-    jobs: queue.SimpleQueue[tuple[list[bytes], bytes] | None] = queue.SimpleQueue()
-    finished: queue.SimpleQueue[tuple[list[bytes], bytes]] = queue.SimpleQueue()
+    finished: queue.SimpleQueue[Job] = queue.SimpleQueue()
     wake_reader, wake_writer = socket.socketpair()
     wake_reader.setblocking(False)
     wake_writer.setblocking(False)
     wake_requested = threading.Event()
-    share = max(1, workers // 2)
-    running: Counter[bytes] = Counter()  # each client's requests with the workers
-    waiting: dict[bytes, deque[tuple[list[bytes], bytes]]] = {}  # and those past its share
-    incidents: Counter[str] = Counter()  # repeated problems, logged at most once a second
+    scheduler: Scheduler[int, tuple[list[bytes], bytes]] = Scheduler(range(workers), MAX_WAITING)
+    incidents = Incidents()
     next_report = 0.0
     stopped_by = ""
     in_flight = 0
 
-    def work() -> None:
-        while (job := jobs.get()) is not None:
-            route, body = job
-            finished.put((route, answer(body)))
-            # One wake-up serves every reply queued before the loop drains: the loop clears
-            # the flag before draining, so a reply put after the drain always sees it clear.
-            if not wake_requested.is_set():
-                wake_requested.set()
-                # A full buffer means wake-ups are already pending: the loop will wake.
-                with contextlib.suppress(BlockingIOError):
-                    wake_writer.send(b"\0")
+    def done(slot: int, route: list[bytes], reply: bytes) -> None:
+        finished.put((slot, route, reply))
+        # One wake-up serves every reply queued before the loop drains: the loop clears
+        # the flag before draining, so a reply put after the drain always sees it clear.
+        if not wake_requested.is_set():
+            wake_requested.set()
+            # A full buffer means wake-ups are already pending: the loop will wake.
+            with contextlib.suppress(BlockingIOError):
+                wake_writer.send(b"\0")
 
     def deliver(route: list[bytes], reply: bytes) -> None:
         if reason := send_reply(frontend, route, reply):
-            incidents[f"dropped a reply to {printable(route[0])}: {reason}"] += 1
+            incidents.add(f"dropped a reply to {printable(route[0])}: {reason}")
         elif not quiet:
             print(f"Sent reply to {printable(route[0])}", flush=True)
 
@@ -205,14 +237,16 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     signal.set_wakeup_fd(wake_writer.fileno(), warn_on_full_buffer=False)
-    # Started up front: creating threads on demand delays the first requests of a burst.
-    threads = [threading.Thread(target=work, name=f"worker-{n}") for n in range(workers)]
-    for thread in threads:
-        thread.start()
+    if not workers:
+        answer_inline = inline(handler)
+    elif handlers.is_async(handler):
+        submit, stop_workers = start_event_loop(handler, done)
+    else:
+        submit, stop_workers = start_threads(handler, workers, done)
 
     # libzmq retries a failed accept (out of file descriptors, say) without a word; its
-    # monitor tells. Read once a second with the other incidents, not polled: polling a
-    # second ZeroMQ socket would cost every request a little.
+    # monitor tells. Read once a second, not polled: polling a second ZeroMQ socket would
+    # cost every request a little.
     monitor = frontend.get_monitor_socket(zmq.EVENT_ACCEPT_FAILED)
     poller = zmq.Poller()
     poller.register(frontend, zmq.POLLIN)
@@ -228,18 +262,10 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
                 wake_reader.recv(4096)
             wake_requested.clear()
         while not finished.empty():
-            route, reply = finished.get()
+            slot, route, reply = finished.get()
             in_flight -= 1
             deliver(route, reply)
-            client = route[0]
-            if later := waiting.get(client):
-                jobs.put(later.popleft())
-                if not later:
-                    del waiting[client]
-            elif running[client] == 1:
-                del running[client]
-            else:
-                running[client] -= 1
+            scheduler.release(slot)
 
         if time.monotonic() >= next_report:
             while monitor.poll(0):
@@ -247,8 +273,8 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
                 # parser lives in a module that imports asyncio (8.6 MB more to carry).
                 event, _endpoint = monitor.recv_multipart()
                 errno = int.from_bytes(event[2:6], sys.byteorder)
-                incidents[f"cannot accept a connection: {os.strerror(errno)} (see ulimit -n)"] += 1
-            log_incidents(incidents)
+                incidents.add(f"cannot accept a connection: {os.strerror(errno)} (see ulimit -n)")
+            incidents.report_repeats()
             next_report = time.monotonic() + 1
 
         if stopped_by and accepting:
@@ -260,24 +286,18 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
 
         if reading and frontend in ready and (request := receive_request(frontend, quiet)):
             route, body = request
-            client = route[0]
             if not workers:
-                deliver(route, answer(body))
-            elif running[client] < share:
-                running[client] += 1
-                in_flight += 1
-                jobs.put(request)
-            elif len(later := waiting.setdefault(client, deque())) < MAX_WAITING:
-                later.append(request)
+                deliver(route, answer_inline(body))
+            elif scheduler.add(route[0], request):
                 in_flight += 1
             else:
                 deliver(route, ERROR_PREFIX + b"too many requests from this client")
+        for slot, (route, body) in scheduler.dispatch():
+            submit((slot, route, body))
 
-    log_incidents(incidents)
-    for _ in threads:
-        jobs.put(None)  # one stop mark per worker; any worker may take any mark
-    for thread in threads:
-        thread.join()
+    incidents.report_repeats(final=True)
+    if workers:
+        stop_workers()
     signal.set_wakeup_fd(-1)
     wake_reader.close()
     wake_writer.close()
@@ -285,10 +305,41 @@ def serve(frontend: zmq.Socket, workers: int, quiet: bool) -> None:
     monitor.close()
 
 
-def log_incidents(incidents: Counter[str]) -> None:
-    for what, count in incidents.items():
-        log.warning("%s%s", what, f" ({count} times)" if count > 1 else "")
-    incidents.clear()
+def inline(handler: Handler) -> Callable[[bytes], bytes]:
+    """--workers 0: the handler runs in the poll loop's thread, one request at a time; an
+    async one runs to completion on an event loop of that thread's own."""
+    if not handlers.is_async(handler):
+        return lambda body: handlers.call(handler, body)
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    return lambda body: loop.run_until_complete(handlers.call_async(handler, body))
+
+
+class Incidents:
+    """Problems that may come in floods (dropped replies, failed accepts): the first of a
+    kind is logged at once, its repeats in the following second as one line with a count."""
+
+    def __init__(self) -> None:
+        self.repeats: dict[str, list] = {}  # what -> [when first logged, repeats since]
+
+    def add(self, what: str) -> None:
+        if seen := self.repeats.get(what):
+            seen[1] += 1
+        else:
+            log.warning("%s", what)
+            self.repeats[what] = [time.monotonic(), 0]
+
+    def report_repeats(self, final: bool = False) -> None:
+        """Log the repeats of each kind first seen a second ago or more (all, if final)."""
+        now = time.monotonic()
+        for what, (since, count) in list(self.repeats.items()):
+            if final or now - since >= 1:
+                if count:
+                    log.warning("%s (%d more times)", what, count)
+                    self.repeats[what] = [now, 0]  # a flood goes on: one line a second
+                else:
+                    del self.repeats[what]  # quiet for a second: the next is logged at once
 
 
 def enable_curve(
@@ -348,19 +399,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "'tcp://*:5555' listens on every interface, without authentication or encryption)",
     )
     parser.add_argument(
+        "--handler",
+        metavar="MODULE:FUNCTION",
+        help="the function that answers each request, bytes in and bytes out, plain or "
+        "async def, imported as 'python -m' would (e.g. examples.echo:handle); default: the "
+        "built-in handler, which sleeps --work-time and answers World",
+    )
+    parser.add_argument(
         "--workers",
         type=count,
-        default=DEFAULT_WORKERS,
         metavar="N",
-        help=f"worker threads running the handler (default {DEFAULT_WORKERS}); "
-        "0 runs it inline in the poll loop, fastest for cheap handlers",
+        help=f"how many handler calls run at once: worker threads for a plain handler "
+        f"(default {DEFAULT_WORKERS}), tasks on one event loop for an async one (default "
+        f"{DEFAULT_ASYNC_WORKERS}); 0 runs the handler inline in the poll loop, one request "
+        "at a time, fastest for cheap handlers",
     )
     parser.add_argument(
         "--work-time",
         type=float,
-        default=work_time,
         metavar="SECONDS",
-        help=f"simulated work per request in the default handler (default {work_time})",
+        help=f"simulated work per request in the built-in handler only "
+        f"(default {handlers.work_time})",
     )
     parser.add_argument(
         "--quiet", action="store_true", help="do not print a line per request and reply"
@@ -409,15 +468,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--heartbeat must be at least 0.01 seconds")
     if args.max_message_size < 1024:
         parser.error("--max-message-size must be at least 1024 (ZeroMQ's handshake needs room)")
-    if not args.work_time >= 0:
-        parser.error("--work-time must be 0 or more")
+    if args.work_time is not None:
+        if args.handler:
+            parser.error("--work-time applies to the built-in handler only, not to --handler")
+        if not args.work_time >= 0:
+            parser.error("--work-time must be 0 or more")
+        handlers.work_time = args.work_time
+    try:
+        args.handler = handlers.load(args.handler) if args.handler else handlers.hello
+    except handlers.BadHandlerSpec as exc:
+        parser.error(f"--handler {args.handler}: {exc}")
+    if args.workers is None:
+        args.workers = DEFAULT_ASYNC_WORKERS if handlers.is_async(args.handler) else DEFAULT_WORKERS
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    global work_time
     args = parse_args(argv)
-    work_time = args.work_time
     logging.basicConfig(level=logging.INFO, format="%(asctime)s server: %(message)s")
 
     # Each connected client holds a descriptor; take all that the system allows, since
@@ -460,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
                     "it may send requests, and read and forge the traffic (see --curve-secret)",
                     endpoint,
                 )
-            serve(frontend, args.workers, args.quiet)
+            serve(frontend, args.handler, args.workers, args.quiet)
     return 0
 
 

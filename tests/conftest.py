@@ -25,11 +25,11 @@ WAIT = 10.0  # the longest any expected event may take; tests end much sooner
 class Process:
     """A running script whose stdout and stderr lines are collected by reader threads."""
 
-    def __init__(self, script: Path, *args: str, preexec_fn=None) -> None:
+    def __init__(self, script: Path, *args: str, preexec_fn=None, cwd: Path = REPO) -> None:
         self.popen = subprocess.Popen(
             [sys.executable, str(script), *args],
             preexec_fn=preexec_fn,
-            cwd=REPO,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -103,8 +103,8 @@ def spawn() -> Iterator:
     """Start a script (path relative to the repository) as a Process; kill all at the end."""
     started: list[Process] = []
 
-    def start(script: str, *args: str, preexec_fn=None) -> Process:
-        process = Process(REPO / script, *args, preexec_fn=preexec_fn)
+    def start(script: str, *args: str, preexec_fn=None, cwd: Path = REPO) -> Process:
+        process = Process(REPO / script, *args, preexec_fn=preexec_fn, cwd=cwd)
         started.append(process)
         return process
 
@@ -122,24 +122,29 @@ class Server:
 
 @pytest.fixture
 def start_server(spawn) -> Iterator:
-    """Start server.py (or the echo server) and wait for its 'Listening on' line."""
+    """Start server.py and wait for its 'Listening on' line."""
 
-    def start(*args: str, script: str = "server.py") -> Server:
+    def start(*args: str) -> Server:
         if not any(arg.startswith("--bind") for arg in args):
             args = ("--bind", EPHEMERAL, *args)
-        process = spawn(script, *args)
+        process = spawn("server.py", *args)
         endpoint = process.wait_for(r"^Listening on (tcp://127\.0\.0\.1:\d+)$").group(1)
         return Server(process, endpoint)
 
     yield start
 
 
+ECHO = "tests.sample_handlers:echo"
+ECHO_ASYNC = "tests.sample_handlers:echo_async"
+
+
 @pytest.fixture
 def echo_server(start_server) -> Iterator:
-    """A server.py whose handler echoes; b'<seconds> <text>' first sleeps, b'boom' raises."""
+    """A server.py serving tests/sample_handlers.py's echo: b'<seconds> <text>' first sleeps,
+    b'boom' raises. handler=ECHO_ASYNC serves the async one."""
 
-    def start(*args: str) -> Server:
-        return start_server(*args, script="tests/echo_server.py")
+    def start(*args: str, handler: str = ECHO) -> Server:
+        return start_server("--handler", handler, *args)
 
     yield start
 

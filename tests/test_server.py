@@ -199,13 +199,19 @@ def test_oversize_frame_disconnects_only_its_sender(start_server, context, run_c
     assert server.process.popen.poll() is None
 
 
-def test_a_client_that_leaves_before_its_reply(start_server, context, run_client):
-    server = start_server("--work-time", "0.5")
-    leaver = dealer(context, server.endpoint, b"leaver")
-    leaver.send(b"Hello")
-    server.process.wait_for("^Received request from leaver")
-    leaver.close(linger=0)
-    server.process.wait_for("dropped a reply to leaver: client is gone", "err")
+def test_a_client_that_leaves_before_its_reply_is_logged_at_once(start_server, context, run_client):
+    """The first drop of its kind is logged when it happens, not at a once-a-second report:
+    three leavers, each logged well within a second of its reply being due."""
+    server = start_server("--work-time", "0.3")
+    for i in range(3):
+        leaver = dealer(context, server.endpoint, f"leaver{i}".encode())
+        leaver.send(b"Hello")
+        server.process.wait_for(f"^Received request from leaver{i}")
+        leaver.close(linger=0)
+        due = time.monotonic() + 0.3
+        server.process.wait_for(f"dropped a reply to leaver{i}: client is gone$", "err")
+        late = time.monotonic() - due
+        assert late < 0.35, f"the drop was logged {late:.2f} s after the reply was due"
     assert run_client("next", "--connect", server.endpoint).returncode == 0
 
 

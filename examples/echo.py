@@ -1,0 +1,5 @@
+"""Echo: the reply is the request. python server.py --handler examples.echo:handle"""
+
+
+def handle(request: bytes) -> bytes:
+    return request
