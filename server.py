@@ -28,6 +28,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -55,16 +56,18 @@ CLOSE_LINGER_MS = 1000  # how long replies still queued at exit may take to leav
 LOG_BODY_BYTES = 60
 MAX_WAITING = 64  # requests one client may have waiting while every worker is busy
 MAX_BACKLOG = 10_000  # requests taken and not yet answered, before the loop stops reading
+READ_BATCH = 32  # requests read per wake-up at most, so replies never wait long behind reads
 ZAP_DOMAIN = "global"  # the authenticator's keys are looked up under the socket's domain
 SEND_MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
 SEND_LAST = int(zmq.DONTWAIT)
 
 log = logging.getLogger("server")
 
-# A request handed to the workers: (slot, route, body); its reply comes back the same way.
-Job = tuple[int, list[bytes], bytes]
+# A request handed to the workers: (slot, (route, body)); its reply comes back as
+# done(slot, route, reply). Workers take jobs in lists: one hand-over serves a batch.
+Job = tuple[int, tuple[list[bytes], bytes]]
 Done = Callable[[int, list[bytes], bytes], None]
-Workers = tuple[Callable[[Job], None], Callable[[], None]]  # (submit a job, stop)
+Workers = tuple[Callable[[list[Job]], None], Callable[[], None]]  # (submit jobs, stop)
 
 
 def split_request(frames: list[bytes]) -> tuple[list[bytes], bytes] | None:
@@ -142,7 +145,7 @@ def start_threads(handler: Handler, count: int, done: Done) -> Workers:
 
     def work() -> None:
         while (job := jobs.get()) is not None:
-            slot, route, body = job
+            slot, (route, body) = job
             done(slot, route, handlers.call(handler, body))
 
     # Started up front: creating threads on demand delays the first requests of a burst.
@@ -156,7 +159,11 @@ def start_threads(handler: Handler, count: int, done: Done) -> Workers:
         for thread in threads:
             thread.join()
 
-    return jobs.put, stop
+    def submit(started: list[Job]) -> None:
+        for job in started:
+            jobs.put(job)
+
+    return submit, stop
 
 
 def start_event_loop(handler: Handler, done: Done) -> Workers:
@@ -166,14 +173,26 @@ def start_event_loop(handler: Handler, done: Done) -> Workers:
 
     loop = asyncio.new_event_loop()
     tasks: set[asyncio.Task] = set()  # the loop keeps only weak references to its tasks
+    incoming: deque[Job] = deque()
+    start_requested = threading.Event()
 
     async def run(slot: int, route: list[bytes], body: bytes) -> None:
         done(slot, route, await handlers.call_async(handler, body))
 
-    def start(job: Job) -> None:
-        task = loop.create_task(run(*job))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+    def start_incoming() -> None:
+        start_requested.clear()  # before draining, as for the poll loop's wake-ups
+        while incoming:
+            slot, (route, body) = incoming.popleft()
+            task = loop.create_task(run(slot, route, body))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    def submit(started: list[Job]) -> None:
+        incoming.extend(started)
+        # One hand-over to the loop's thread serves every job queued before it runs.
+        if not start_requested.is_set():
+            start_requested.set()
+            loop.call_soon_threadsafe(start_incoming)
 
     thread = threading.Thread(target=loop.run_forever, name="event-loop")
     thread.start()
@@ -183,7 +202,7 @@ def start_event_loop(handler: Handler, done: Done) -> Workers:
         thread.join()
         loop.close()
 
-    return lambda job: loop.call_soon_threadsafe(start, job), stop
+    return submit, stop
 
 
 def serve(frontend: zmq.Socket, handler: Handler, workers: int, quiet: bool) -> None:
@@ -284,16 +303,20 @@ def serve(frontend: zmq.Socket, handler: Handler, workers: int, quiet: bool) -> 
             reading = not reading
             poller.register(frontend, zmq.POLLIN if reading else 0)  # 0 unregisters
 
-        if reading and frontend in ready and (request := receive_request(frontend, quiet)):
-            route, body = request
-            if not workers:
-                deliver(route, answer_inline(body))
-            elif scheduler.add(route[0], request):
-                in_flight += 1
-            else:
-                deliver(route, ERROR_PREFIX + b"too many requests from this client")
-        for slot, (route, body) in scheduler.dispatch():
-            submit((slot, route, body))
+        # Read what is waiting, up to a batch: one hand-over to the workers serves it all.
+        for _ in range(READ_BATCH if reading and frontend in ready else 0):
+            if request := receive_request(frontend, quiet):
+                route, body = request
+                if not workers:
+                    deliver(route, answer_inline(body))
+                elif scheduler.add(route[0], request):
+                    in_flight += 1
+                else:
+                    deliver(route, ERROR_PREFIX + b"too many requests from this client")
+            if in_flight >= MAX_BACKLOG or not frontend.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                break
+        if started := scheduler.dispatch():
+            submit(started)
 
     incidents.report_repeats(final=True)
     if workers:

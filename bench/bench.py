@@ -37,6 +37,8 @@ TARGETS = {
     "inline_rps": 0.95,  # inline, zero work, C = 100: req/s at least this x the baseline
     "inline_cpu": 1.10,  # ... and server CPU per request at most this x the baseline
     "workers_rps": 0.60,  # worker mode, zero work, C = 100
+    "async_rps": 0.60,  # an async handler, zero work, C = 100
+    "burst": 1.05,  # 1000 x 0.5 s async at most this x (0.5 s + the baseline's burst)
     "slow_work": {4: 1.01, 16: 1.01, 100: 1.03},  # wall time at most this x the ideal
     "client": 1.15,  # client.py at most this x `python -c "import zmq"`
     "memory": 1.02,  # RSS added by 1000 idle clients at most this x the baseline's
@@ -54,6 +56,9 @@ class Settings:
     slow_workers: tuple[int, ...] = (4, 16, 100)
     client_runs: int = 30
     idle_clients: int = 1000
+    burst_clients: int = 1000
+    burst_rounds: int = 5
+    burst_threads: bool = True  # the same burst on 16 threads, once: about 32 s
 
 
 QUICK = Settings(
@@ -66,6 +71,9 @@ QUICK = Settings(
     slow_workers=(4, 100),
     client_runs=3,
     idle_clients=100,
+    burst_clients=100,
+    burst_rounds=1,
+    burst_threads=False,
 )
 
 
@@ -132,6 +140,7 @@ def throughput(settings: Settings) -> dict:
         "baseline": baseline(),
         "inline": server("--workers", "0", "--work-time", "0"),
         "workers": server("--work-time", "0"),
+        "async": server("--handler", "bench.handlers:world_async"),
     }
     runs: dict[tuple[str, int], list[dict]] = {}
     try:
@@ -194,6 +203,73 @@ def slow_work(settings: Settings) -> dict:
             f"lost {result['lost']}"
         )
     return summary
+
+
+def peak_rss_during(target: Server, command: list[str], timeout: float) -> tuple[dict, int]:
+    """Run a load command; return its JSON and the server's highest RSS while it ran."""
+    loader = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    peak = target.rss_kib()
+    deadline = time.monotonic() + timeout
+    while loader.poll() is None and time.monotonic() < deadline:
+        peak = max(peak, target.rss_kib())
+        time.sleep(0.01)
+    out, _ = loader.communicate(timeout=max(deadline - time.monotonic(), 1))
+    if loader.returncode != 0:
+        raise SystemExit("bench: load.py failed")
+    return json.loads(out), peak
+
+
+def burst(settings: Settings) -> dict:
+    """1000 clients at once, each request awaiting 0.5 s (examples/slow_async.py, default
+    --workers), against the baseline's wall time for the same burst with zero work."""
+    n, work = settings.burst_clients, 0.5
+    targets = {
+        "baseline": baseline(),
+        "async": server("--handler", "examples.slow_async:handle"),
+    }
+    walls: dict[str, list[float]] = {name: [] for name in targets}
+    peaks: list[int] = []
+    lost = 0
+    try:
+        for round_ in range(settings.burst_rounds):
+            for name, target in targets.items():
+                command = [sys.executable, str(LOAD), target.endpoint, "once", str(n), "60"]
+                result, peak = peak_rss_during(target, command, 90)
+                walls[name].append(result["seconds"])
+                lost += result["lost"]
+                if name == "async":
+                    peaks.append(peak)
+                progress(
+                    f"burst round {round_ + 1}/{settings.burst_rounds} {name}: "
+                    f"{result['seconds']:.3f} s, peak RSS {peak} KiB, lost {result['lost']}"
+                )
+        idle_rss = targets["async"].rss_kib()
+    finally:
+        for target in targets.values():
+            target.stop()
+    figures = {
+        "clients": n,
+        "work": work,
+        "baseline_s": statistics.median(walls["baseline"]),
+        "async_s": statistics.median(walls["async"]),
+        "async_peak_rss_kib": statistics.median(peaks),
+        "async_rss_after_kib": idle_rss,
+        "lost": lost,
+    }
+    figures["ideal_s"] = work + figures["baseline_s"]
+    figures["ratio"] = figures["async_s"] / figures["ideal_s"]
+    if settings.burst_threads:
+        target = server("--work-time", str(work))  # 16 threads, the default
+        try:
+            command = [sys.executable, str(LOAD), target.endpoint, "once", str(n), "120"]
+            result, peak = peak_rss_during(target, command, 150)
+        finally:
+            target.stop()
+        figures["threads_s"] = result["seconds"]
+        figures["threads_peak_rss_kib"] = peak
+        figures["lost"] += result["lost"]
+        progress(f"burst on 16 threads: {result['seconds']:.3f} s, lost {result['lost']}")
+    return figures
 
 
 def timed(command: list[str]) -> tuple[float, int]:
@@ -305,11 +381,12 @@ def report(settings: Settings, figures: dict) -> str:
                 f"{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{cpu:>12}{cpu_ratio:>8}{row['lost']:>6}"
             )
         c = max(settings.concurrency)
-        inline, workers = rows[f"inline C={c}"], rows[f"workers C={c}"]
+        inline, workers, async_ = (rows[f"{mode} C={c}"] for mode in ("inline", "workers", "async"))
         targets += [
             f"inline C={c} req/s / baseline: {verdict(inline['rps_ratio'], 'inline_rps')}",
             f"inline C={c} CPU per req / baseline: {verdict(inline['cpu_ratio'], 'inline_cpu')}",
             f"workers C={c} req/s / baseline: {verdict(workers['rps_ratio'], 'workers_rps')}",
+            f"async C={c} req/s / baseline: {verdict(async_['rps_ratio'], 'async_rps')}",
         ]
     if rows := figures.get("slow_work"):
         lines += [
@@ -326,6 +403,22 @@ def report(settings: Settings, figures: dict) -> str:
             targets.append(
                 f"slow work W={workers_count} wall / ideal: {verdict(row['ratio'], limit=limit)}"
             )
+    if row := figures.get("burst"):
+        lines += [
+            "",
+            f"Burst: {row['clients']} clients at once, connected beforehand; medians of "
+            f"{settings.burst_rounds} rounds",
+            f"  baseline, zero work:                      {row['baseline_s']:.3f} s",
+            f"  async handler awaiting {row['work']:g} s, default flags: {row['async_s']:.3f} s "
+            f"(ideal {row['work']:g} + {row['baseline_s']:.3f} = {row['ideal_s']:.3f} s); "
+            f"server RSS with all in flight {row['async_peak_rss_kib']} KiB",
+        ]
+        if "threads_s" in row:
+            lines.append(
+                f"  the same on thread workers (16, default): {row['threads_s']:.3f} s; "
+                f"server RSS {row['threads_peak_rss_kib']} KiB"
+            )
+        targets.append(f"async burst wall / ideal: {verdict(row['ratio'], 'burst')}")
     if client := figures.get("client"):
         lines += [
             "",
@@ -359,7 +452,9 @@ def main() -> int:
     )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     parser.add_argument(
-        "--only", choices=["throughput", "slow_work", "client", "memory"], help="run one phase"
+        "--only",
+        choices=["throughput", "slow_work", "burst", "client", "memory"],
+        help="run one phase",
     )
     args = parser.parse_args()
     settings = QUICK if args.quick else Settings()
@@ -372,6 +467,7 @@ def main() -> int:
     phases = {
         "throughput": throughput,
         "slow_work": slow_work,
+        "burst": burst,
         "client": client_startup,
         "memory": memory,
     }

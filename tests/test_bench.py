@@ -20,12 +20,13 @@ def test_quick_benchmark_runs_every_phase_and_loses_nothing(tmp_path):
         timeout=110,
     )
     assert result.returncode == 0, result.stderr
-    for heading in ("Throughput", "Slow work", "client.py per invocation", "Server RSS", "Targets"):
+    for heading in ("Throughput", "Slow work", "Burst", "client.py per", "Server RSS", "Targets"):
         assert heading in result.stdout
     figures = json.loads(figures_file.read_text())
     assert figures["lost"] == 0
     modes = {row["mode"] for row in figures["throughput"].values()}
-    assert modes == {"baseline", "inline", "workers"}
+    assert modes == {"baseline", "inline", "workers", "async"}
     assert all(row["rps"] > 0 for row in figures["throughput"].values())
     assert all(row["lost"] == 0 for row in figures["slow_work"].values())
+    assert figures["burst"]["async_s"] > 0 and figures["burst"]["lost"] == 0
     assert figures["client"]["client_ms"] > 0 and figures["memory"]["server_added_kib"] > 0
