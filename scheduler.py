@@ -13,7 +13,6 @@ worker processes (the slots are the workers' addresses, least recently used firs
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Hashable, Iterable
 from typing import Generic, TypeVar
 
@@ -30,7 +29,9 @@ class Scheduler(Generic[Slot, Job]):
         # Dicts keep insertion order: the free slots least recently used first, and the
         # clients with waiting jobs in the order of their turns.
         self.free: dict[Slot, None] = dict.fromkeys(slots)
-        self.waiting: dict[Hashable, deque[Job]] = {}
+        # Lists, not deques: a client rarely has many waiting (64 at most), and a deque
+        # costs ten times a short list's memory, for every client of a burst.
+        self.waiting: dict[Hashable, list[Job]] = {}
         self.queued = 0
 
     def add(self, client: Hashable, job: Job, first: bool = False) -> bool:
@@ -40,11 +41,11 @@ class Scheduler(Generic[Slot, Job]):
         and is never refused.
         """
         if first:
-            jobs = self.waiting.pop(client, None) or deque()
-            jobs.appendleft(job)
+            jobs = self.waiting.pop(client, None) or []
+            jobs.insert(0, job)
             self.waiting = {client: jobs, **self.waiting}  # and the client's turn comes first
         elif (jobs := self.waiting.get(client)) is None:
-            self.waiting[client] = deque([job])  # a newcomer's turn comes after the others'
+            self.waiting[client] = [job]  # a newcomer's turn comes after the others'
         elif len(jobs) < self.max_waiting:
             jobs.append(job)
         else:
@@ -60,7 +61,7 @@ class Scheduler(Generic[Slot, Job]):
             del self.free[slot]
             client = next(iter(self.waiting))
             jobs = self.waiting.pop(client)
-            started.append((slot, jobs.popleft()))
+            started.append((slot, jobs.pop(0)))
             if jobs:
                 self.waiting[client] = jobs  # to the back of the turns
         self.queued -= len(started)
