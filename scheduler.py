@@ -75,3 +75,10 @@ class Scheduler(Generic[Slot, Job]):
     def remove(self, slot: Slot) -> None:
         """A slot is gone (a worker died); if it was free, it is no longer offered."""
         self.free.pop(slot, None)
+
+    def drain(self) -> list[Job]:
+        """Take every waiting job out, in turn order (at shutdown, with no slot to come)."""
+        jobs = [job for client_jobs in self.waiting.values() for job in client_jobs]
+        self.waiting.clear()
+        self.queued = 0
+        return jobs

@@ -23,18 +23,21 @@ import logging
 import os
 import queue
 import resource
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import zmq
 
 import handlers
+from fleet import Fleet
 from handlers import ERROR_PREFIX, Handler
 from scheduler import Scheduler
 
@@ -58,6 +61,9 @@ MAX_WAITING = 64  # requests one client may have waiting while every worker is b
 MAX_BACKLOG = 10_000  # requests taken and not yet answered, before the loop stops reading
 READ_BATCH = 32  # requests read per wake-up at most, so replies never wait long behind reads
 ZAP_DOMAIN = "global"  # the authenticator's keys are looked up under the socket's domain
+WORKERS_ZAP_DOMAIN = "workers"  # the backend's: worker keys are not client keys
+DEFAULT_SERVICE = "hello"
+DEFAULT_WORKER_HEARTBEAT = 2.5  # seconds, MDP's customary interval
 SEND_MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
 SEND_LAST = int(zmq.DONTWAIT)
 
@@ -205,27 +211,33 @@ def start_event_loop(handler: Handler, done: Done) -> Workers:
     return submit, stop
 
 
-def serve(frontend: zmq.Socket, handler: Handler, workers: int, quiet: bool) -> None:
+def serve(
+    frontend: zmq.Socket, handler: Handler, workers: int, quiet: bool, fleet: Fleet | None = None
+) -> None:
     """Answer requests on a bound ROUTER until SIGINT or SIGTERM; then finish those taken.
 
     Only this thread touches the frontend (ZeroMQ sockets are not thread safe). Requests
-    go to the workers (threads, or tasks for an async handler) as the scheduler picks
-    them: any free worker takes the next request, and while every worker is busy the
-    waiting clients take turns. Workers put replies on a queue and write a byte to a
-    socketpair that the poller watches beside the frontend; signals write to it too.
+    go to the workers (threads, tasks for an async handler, or with a fleet MDP worker
+    processes) as the scheduler picks them: any free worker takes the next request, and
+    while every worker is busy the waiting clients take turns. Threads and tasks put
+    replies on a queue and write a byte to a socketpair that the poller watches beside
+    the frontend; signals write to it too. MDP workers answer on the fleet's backend.
 
     Bounds: a client may have MAX_WAITING requests waiting; past that its requests are
     answered at once with an error. When MAX_BACKLOG requests are taken and unanswered,
     the loop stops reading until some are answered, and ZeroMQ's queues push back.
     """
-    finished: queue.SimpleQueue[Job] = queue.SimpleQueue()
+    finished: queue.SimpleQueue[tuple[int, list[bytes], bytes]] = queue.SimpleQueue()
     wake_reader, wake_writer = socket.socketpair()
     wake_reader.setblocking(False)
     wake_writer.setblocking(False)
     wake_requested = threading.Event()
-    scheduler: Scheduler[int, tuple[list[bytes], bytes]] = Scheduler(range(workers), MAX_WAITING)
+    slots = () if fleet else range(workers)  # MDP workers add themselves as they register
+    scheduler: Scheduler = Scheduler(slots, MAX_WAITING)
     incidents = Incidents()
+    counts: Counter[str] = Counter()  # replies answered, error replies, dropped replies
     next_report = 0.0
+    signalled: list[str] = []  # signals the loop has yet to act on, by name
     stopped_by = ""
     in_flight = 0
 
@@ -242,21 +254,52 @@ def serve(frontend: zmq.Socket, handler: Handler, workers: int, quiet: bool) -> 
     def deliver(route: list[bytes], reply: bytes) -> None:
         if reason := send_reply(frontend, route, reply):
             incidents.add(f"dropped a reply to {printable(route[0])}: {reason}")
-        elif not quiet:
-            print(f"Sent reply to {printable(route[0])}", flush=True)
+            counts["dropped"] += 1
+        else:
+            counts["errors" if reply.startswith(ERROR_PREFIX) else "answered"] += 1
+            if not quiet:
+                print(f"Sent reply to {printable(route[0])}", flush=True)
+
+    def from_worker(route: list[bytes], frames: list[bytes], final: bool) -> None:
+        nonlocal in_flight
+        # A reply of several frames keeps them: all but the last travel as envelope.
+        deliver(route + frames[:-1] if len(frames) > 1 else route, frames[-1])
+        in_flight -= final
+
+    def summary() -> str:
+        if fleet:
+            workers_now = f"{len(fleet.workers)} connected, {fleet.busy()} busy"
+        elif workers:
+            kind = "tasks" if handlers.is_async(handler) else "threads"
+            workers_now = f"{workers} {kind}, {workers - len(scheduler.free)} busy"
+        else:
+            workers_now = "none (inline)"
+        return (
+            f"workers: {workers_now}; requests: {scheduler.queued} waiting, "
+            f"{in_flight - scheduler.queued} running; since start: {counts['answered']} "
+            f"answered, {counts['errors']} error replies, {counts['dropped']} dropped"
+        )
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopped_by
         name = signal.Signals(signum).name
-        if stopped_by:
+        if signum not in (signal.SIGINT, signal.SIGTERM):
+            signalled.append(name)  # SIGUSR1, SIGCHLD: the loop acts on them
+        elif stopped_by:
             log.warning("%s again: exiting now, %d replies abandoned", name, in_flight)
             os._exit(1)
-        stopped_by = name
+        else:
+            stopped_by = name
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(signum, on_signal)
     signal.set_wakeup_fd(wake_writer.fileno(), warn_on_full_buffer=False)
-    if not workers:
+    answer_inline = None
+    if fleet:
+        signal.signal(signal.SIGCHLD, on_signal)
+        fleet.attach(scheduler, from_worker, incidents.add)
+        submit, stop_workers = fleet.start, fleet.stop
+    elif not workers:
         answer_inline = inline(handler)
     elif handlers.is_async(handler):
         submit, stop_workers = start_event_loop(handler, done)
@@ -270,11 +313,14 @@ def serve(frontend: zmq.Socket, handler: Handler, workers: int, quiet: bool) -> 
     poller = zmq.Poller()
     poller.register(frontend, zmq.POLLIN)
     poller.register(wake_reader, zmq.POLLIN)
+    if fleet:
+        poller.register(fleet.backend, zmq.POLLIN)
     print(f"Listening on {frontend.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
 
     accepting = reading = True
     while accepting or in_flight:
-        ready = dict(poller.poll(POLL_INTERVAL_MS))
+        timeout = fleet.wait_ms(POLL_INTERVAL_MS) if fleet else POLL_INTERVAL_MS
+        ready = dict(poller.poll(timeout))
 
         if wake_reader.fileno() in ready:
             with contextlib.suppress(BlockingIOError):
@@ -285,6 +331,15 @@ def serve(frontend: zmq.Socket, handler: Handler, workers: int, quiet: bool) -> 
             in_flight -= 1
             deliver(route, reply)
             scheduler.release(slot)
+        while signalled:
+            if signalled.pop() == "SIGUSR1":
+                log.info("%s", summary())
+            elif fleet:
+                fleet.reap()  # SIGCHLD: a local worker process exited
+        if fleet:
+            if fleet.backend in ready:
+                fleet.read()
+            fleet.tick()
 
         if time.monotonic() >= next_report:
             while monitor.poll(0):
@@ -307,7 +362,7 @@ def serve(frontend: zmq.Socket, handler: Handler, workers: int, quiet: bool) -> 
         for _ in range(READ_BATCH if reading and frontend in ready else 0):
             if request := receive_request(frontend, quiet):
                 route, body = request
-                if not workers:
+                if answer_inline:
                     deliver(route, answer_inline(body))
                 elif scheduler.add(route[0], request):
                     in_flight += 1
@@ -317,10 +372,16 @@ def serve(frontend: zmq.Socket, handler: Handler, workers: int, quiet: bool) -> 
                 break
         if started := scheduler.dispatch():
             submit(started)
+        if fleet and not accepting and scheduler.queued and not fleet.can_serve():
+            # Shutting down with no worker left to run them: waiting would be forever.
+            for route, _body, *_ in scheduler.drain():
+                deliver(route, ERROR_PREFIX + b"no worker available")
+                in_flight -= 1
 
     incidents.report_repeats(final=True)
-    if workers:
+    if fleet or workers:
         stop_workers()
+    log.info("%s", summary())
     signal.set_wakeup_fd(-1)
     wake_reader.close()
     wake_writer.close()
@@ -365,24 +426,83 @@ class Incidents:
                     del self.repeats[what]  # quiet for a second: the next is logged at once
 
 
-def enable_curve(
-    context: zmq.Context, frontend: zmq.Socket, secret_file: str, clients_dir: str
-) -> ThreadAuthenticator:
-    """Ironhouse: encrypt every connection, and accept only the clients whose public keys
-    are in clients_dir (as make_keys.py writes them). Others never reach the handler."""
+def start_authenticator(context: zmq.Context) -> ThreadAuthenticator:
+    """pyzmq's ZAP handler: without one, any peer that knows our public key gets in."""
     # Imported only here: zmq.auth brings asyncio and ssl, 9 MB a server need not carry.
-    import zmq.auth
     from zmq.auth.thread import ThreadAuthenticator
 
-    public, secret = zmq.auth.load_certificate(secret_file)
-    # pyzmq's ZAP handler: without one, any client that knows our public key gets in.
     authenticator = ThreadAuthenticator(context, log=log.getChild("auth"))
     authenticator.start()
-    authenticator.configure_curve(domain=ZAP_DOMAIN, location=clients_dir)
-    frontend.setsockopt(zmq.CURVE_SECRETKEY, secret)
-    frontend.setsockopt(zmq.CURVE_PUBLICKEY, public)
-    frontend.setsockopt(zmq.CURVE_SERVER, 1)
     return authenticator
+
+
+def enable_curve(
+    authenticator: ThreadAuthenticator, router: zmq.Socket, secret_file: str, keys_dir: str
+) -> None:
+    """Ironhouse: encrypt every connection to router, and accept only the peers whose
+    public keys are in keys_dir (as make_keys.py writes them). Others never get in."""
+    import zmq.auth
+
+    public, secret = zmq.auth.load_certificate(secret_file)
+    # Keys are looked up by the socket's ZAP domain: clients and workers have their own.
+    authenticator.configure_curve(
+        domain=router.getsockopt_string(zmq.ZAP_DOMAIN), location=keys_dir
+    )
+    router.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    router.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    router.setsockopt(zmq.CURVE_SERVER, 1)
+
+
+def set_router_options(
+    router: zmq.Socket, args: argparse.Namespace, domain: str, heartbeat: float
+) -> None:
+    # Turn silent drops (peer gone, queue full) into errors that the loop logs.
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    # Cap each frame, or a peer announcing a huge frame makes libzmq reserve it.
+    router.setsockopt(zmq.MAXMSGSIZE, args.max_message_size)
+    # Bounded, so that exit never hangs on a peer that stopped reading.
+    router.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
+    # Any ZAP domain makes libzmq refuse peers speaking the unversioned ZMTP 1.0, which
+    # it would otherwise parse out of any TCP client's bytes (a port scanner's, say).
+    router.setsockopt_string(zmq.ZAP_DOMAIN, domain)
+    # Ping every peer; drop one that stays silent (frozen, or its network gone) for
+    # three intervals, or that has not finished its handshake by then. libzmq's I/O
+    # thread answers these pings, so a peer busy in Python code is not dropped.
+    interval_ms = round(heartbeat * 1000)
+    router.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
+    router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * interval_ms)
+    router.setsockopt(zmq.HANDSHAKE_IVL, 3 * interval_ms)
+
+
+def bind_backend(
+    context: zmq.Context, args: argparse.Namespace, cleanup: contextlib.ExitStack, authenticator
+) -> Fleet | None:
+    """The ROUTER that MDP workers connect to, bound where --backend and --processes say;
+    None if neither is given. Prints where remote workers connect."""
+    if not (args.backend or args.processes):
+        return None
+    backend = cleanup.enter_context(context.socket(zmq.ROUTER))
+    set_router_options(backend, args, WORKERS_ZAP_DOMAIN, args.worker_heartbeat)
+    # A worker that reconnects with its id (worker.py keeps host/pid) takes it over at
+    # once, instead of being ignored while its old connection lingers.
+    backend.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    if args.curve_workers:
+        enable_curve(authenticator, backend, args.curve_secret, args.curve_workers)
+    private = ""
+    if args.processes:
+        # mkdtemp makes a directory only this user can open: the socket in it is private.
+        directory = tempfile.mkdtemp(prefix="zmq-hello-")
+        cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
+        private = f"ipc://{directory}/workers"
+        backend.bind(private)
+    if args.backend:
+        backend.bind(args.backend)
+        print(f"Workers connect to {backend.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
+    worker_args = ["--handler", args.handler_spec] if args.handler_spec else []
+    if args.work_time is not None:
+        worker_args += ["--work-time", str(args.work_time)]
+    service = args.service.encode()
+    return Fleet(backend, service, args.worker_heartbeat, args.processes, private, worker_args)
 
 
 def is_local(endpoint: str) -> bool:
@@ -474,7 +594,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="DIR",
         help="accept only the clients whose public key files are in DIR",
     )
+    fleet = parser.add_argument_group(
+        "worker processes (MDP)",
+        "Requests go to Majordomo workers (worker.py, or any MDP/0.1 or 0.2 worker) "
+        "instead of threads: one request per worker at a time.",
+    )
+    fleet.add_argument(
+        "--backend",
+        metavar="ENDPOINT",
+        help="accept MDP workers here (e.g. tcp://127.0.0.1:5556); beyond loopback only "
+        "with CURVE (--curve-secret and --curve-workers)",
+    )
+    fleet.add_argument(
+        "--processes",
+        type=count,
+        default=0,
+        metavar="N",
+        help="start N local worker.py processes running the same --handler, on a private "
+        "ipc:// endpoint, and restart any that exits or hangs",
+    )
+    fleet.add_argument(
+        "--service",
+        default=DEFAULT_SERVICE,
+        metavar="NAME",
+        help=f"the MDP service that clients' requests go to (default {DEFAULT_SERVICE})",
+    )
+    fleet.add_argument(
+        "--worker-heartbeat",
+        type=float,
+        default=DEFAULT_WORKER_HEARTBEAT,
+        metavar="SECONDS",
+        help=f"heartbeat interval with workers; an idle worker silent for 3 is dead "
+        f"(default {DEFAULT_WORKER_HEARTBEAT})",
+    )
+    fleet.add_argument(
+        "--curve-workers",
+        metavar="DIR",
+        help="with --curve-secret: accept only the workers whose public key files are in DIR",
+    )
     args = parser.parse_args(argv)
+    args.handler_spec = args.handler
     if bool(args.curve_secret) != bool(args.curve_clients):
         parser.error("--curve-secret and --curve-clients go together")
     if args.curve_secret:
@@ -489,6 +648,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"{args.curve_secret}: {exc}")
     if not args.heartbeat >= 0.01:
         parser.error("--heartbeat must be at least 0.01 seconds")
+    if args.backend or args.processes:
+        if args.workers is not None:
+            parser.error(
+                "--workers is for threads in this process; with --backend or "
+                "--processes, requests go to worker processes"
+            )
+        if not args.worker_heartbeat >= 0.01:
+            parser.error("--worker-heartbeat must be at least 0.01 seconds")
+        if not 1 <= len(args.service.encode()) <= 255:
+            parser.error("--service must be 1 to 255 bytes")
+    if args.curve_workers and not (args.curve_secret and args.backend):
+        parser.error("--curve-workers goes with --curve-secret and --backend")
+    if args.backend and args.curve_secret and not args.curve_workers:
+        parser.error("--curve-secret with --backend needs --curve-workers")
+    if args.curve_workers and not os.path.isdir(args.curve_workers):
+        parser.error(f"--curve-workers {args.curve_workers}: not a directory")
+    if args.backend and not args.curve_workers and not is_local(args.backend):
+        parser.error(
+            f"--backend {args.backend} is reachable beyond this machine: anyone "
+            "could serve (and read) every request; use CURVE (--curve-secret, "
+            "--curve-workers) or a loopback address"
+        )
+    if args.curve_workers and args.processes:
+        parser.error(
+            "--processes cannot share a CURVE backend (its workers have no keys); "
+            "start local workers with worker.py --curve-secret instead"
+        )
     if args.max_message_size < 1024:
         parser.error("--max-message-size must be at least 1024 (ZeroMQ's handshake needs room)")
     if args.work_time is not None:
@@ -501,7 +687,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.handler = handlers.load(args.handler) if args.handler else handlers.hello
     except handlers.BadHandlerSpec as exc:
         parser.error(f"--handler {args.handler}: {exc}")
-    if args.workers is None:
+    if args.workers is None and not (args.backend or args.processes):
         args.workers = DEFAULT_ASYNC_WORKERS if handlers.is_async(args.handler) else DEFAULT_WORKERS
     return args
 
@@ -517,27 +703,21 @@ def main(argv: list[str] | None = None) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     with zmq.Context() as context, context.socket(zmq.ROUTER) as frontend:
-        # Turn silent drops (client gone, queue full) into errors that send_reply logs.
-        frontend.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # Cap each frame, or a peer announcing a huge frame makes libzmq reserve it.
-        frontend.setsockopt(zmq.MAXMSGSIZE, args.max_message_size)
-        # Bounded, so that exit never hangs on a client that stopped reading.
-        frontend.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
-        # Any ZAP domain makes libzmq refuse peers speaking the unversioned ZMTP 1.0, which
-        # it would otherwise parse out of any TCP client's bytes (a port scanner's, say).
-        frontend.setsockopt_string(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
-        # Ping every peer; drop one that stays silent (frozen, or its network gone) for
-        # three intervals, or that has not finished its handshake by then.
-        interval_ms = round(args.heartbeat * 1000)
-        frontend.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
-        frontend.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * interval_ms)
-        frontend.setsockopt(zmq.HANDSHAKE_IVL, 3 * interval_ms)
+        set_router_options(frontend, args, ZAP_DOMAIN, args.heartbeat)
         with contextlib.ExitStack() as cleanup:
+            authenticator = None
             if args.curve_secret:
-                authenticator = enable_curve(
-                    context, frontend, args.curve_secret, args.curve_clients
-                )
+                authenticator = start_authenticator(context)
                 cleanup.callback(authenticator.stop)
+                enable_curve(authenticator, frontend, args.curve_secret, args.curve_clients)
+            try:
+                fleet = bind_backend(context, args, cleanup, authenticator)
+            except zmq.ZMQError as exc:
+                print(
+                    f"server.py: cannot listen for workers on {args.backend}: {exc.strerror}",
+                    file=sys.stderr,
+                )
+                return 1
             try:
                 frontend.bind(args.bind)
             except zmq.ZMQError as exc:
@@ -550,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
                     "it may send requests, and read and forge the traffic (see --curve-secret)",
                     endpoint,
                 )
-            serve(frontend, args.handler, args.workers, args.quiet)
+            serve(frontend, args.handler, args.workers, args.quiet, fleet)
     return 0
 
 

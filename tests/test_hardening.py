@@ -458,4 +458,5 @@ def test_a_loopback_bind_does_not_warn(start_server):
     server = start_server()
     server.process.signal(signal.SIGTERM)
     assert server.process.finish() == 0
-    assert len(server.process.err) == 1 and "SIGTERM" in server.process.err[0]
+    assert len(server.process.err) == 2 and "SIGTERM" in server.process.err[0]
+    assert "workers:" in server.process.err[1]  # the summary at exit

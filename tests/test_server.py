@@ -243,7 +243,8 @@ def test_signal_finishes_requests_in_flight_then_exits_0(start_server, context, 
     for each in taken:
         assert receive(each) == [b"World"]
     assert server.process.finish() == 0
-    assert len(server.process.err) == 1, server.process  # one line, no traceback
+    assert len(server.process.err) == 2, server.process  # no traceback
+    assert "since start: 3 answered, 0 error replies, 0 dropped" in server.process.err[1]
     assert server.process.count("from late") == 0
     assert not late.poll(0)
 
