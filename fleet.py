@@ -20,6 +20,7 @@ restarted when they exit or go silent.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import logging
 import os
@@ -37,6 +38,8 @@ import zmq
 import mdp
 from scheduler import Scheduler
 
+DEFAULT_SERVICE = "hello"
+DEFAULT_HEARTBEAT = 2.5  # seconds, MDP's customary interval
 LIVENESS = 3  # heartbeat intervals of silence after which an idle worker is dead
 READ_BATCH = 32  # backend messages read per wake-up at most
 RESTART_PAUSE_MAX = 30.0  # seconds: the longest pause before restarting a local worker
@@ -301,3 +304,60 @@ class Fleet:
                 log.warning("local worker pid %d did not exit: killed", popen.pid)
                 popen.kill()
                 popen.wait()
+
+
+def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
+    """server.py's flags for MDP workers."""
+    group = parser.add_argument_group(
+        "worker processes (MDP)",
+        "Requests go to Majordomo workers (worker.py, or any MDP/0.1 or 0.2 worker) "
+        "instead of threads: one request per worker at a time.",
+    )
+    group.add_argument(
+        "--backend",
+        metavar="ENDPOINT",
+        help="accept MDP workers here (e.g. tcp://127.0.0.1:5556); beyond loopback only "
+        "with CURVE (--curve-secret and --curve-workers)",
+    )
+    group.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start N local worker.py processes running the same --handler, on a private "
+        "ipc:// endpoint, and restart any that exits or hangs",
+    )
+    group.add_argument(
+        "--service",
+        default=DEFAULT_SERVICE,
+        metavar="NAME",
+        help=f"the MDP service that clients' requests go to (default {DEFAULT_SERVICE})",
+    )
+    group.add_argument(
+        "--worker-heartbeat",
+        type=float,
+        default=DEFAULT_HEARTBEAT,
+        metavar="SECONDS",
+        help=f"heartbeat interval with workers; an idle worker silent for 3 is dead "
+        f"(default {DEFAULT_HEARTBEAT})",
+    )
+    group.add_argument(
+        "--curve-workers",
+        metavar="DIR",
+        help="with --curve-secret: accept only the workers whose public key files are in DIR",
+    )
+
+
+def check_fleet_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.processes < 0:
+        parser.error("--processes must be 0 or more")
+    if args.backend or args.processes:
+        if args.workers is not None:
+            parser.error(
+                "--workers is for threads in this process; with --backend or "
+                "--processes, requests go to worker processes"
+            )
+        if not args.worker_heartbeat >= 0.01:
+            parser.error("--worker-heartbeat must be at least 0.01 seconds")
+        if not 1 <= len(args.service.encode()) <= 255:
+            parser.error("--service must be 1 to 255 bytes")

@@ -8,6 +8,7 @@ raises, or returns something that is not bytes, gets the same error reply everyw
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
 import logging
@@ -101,3 +102,35 @@ async def call_async(handler: Handler, request: bytes) -> bytes:
         return to_reply(await handler(request))
     except Exception as exc:
         return failure(exc)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--handler and --work-time, as server.py and worker.py both take them."""
+    parser.add_argument(
+        "--handler",
+        metavar="MODULE:FUNCTION",
+        help="the function that answers each request, bytes in and bytes out, plain or "
+        "async def, imported as 'python -m' would (e.g. examples.echo:handle); default: the "
+        "built-in handler, which sleeps --work-time and answers World",
+    )
+    parser.add_argument(
+        "--work-time",
+        type=float,
+        metavar="SECONDS",
+        help=f"simulated work per request in the built-in handler only (default {work_time})",
+    )
+
+
+def from_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Handler:
+    """The handler that --handler and --work-time name; a bad one is a usage error."""
+    global work_time
+    if args.work_time is not None:
+        if args.handler:
+            parser.error("--work-time applies to the built-in handler only, not to --handler")
+        if not args.work_time >= 0:
+            parser.error("--work-time must be 0 or more")
+        work_time = args.work_time
+    try:
+        return load(args.handler) if args.handler else hello
+    except BadHandlerSpec as exc:
+        parser.error(f"--handler {args.handler}: {exc}")

@@ -30,15 +30,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import zmq
 
 import handlers
-from fleet import Fleet
+from fleet import Fleet, add_fleet_arguments, check_fleet_arguments
 from handlers import ERROR_PREFIX, Handler
+from pools import inline, start_event_loop, start_threads
 from scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -62,18 +62,10 @@ MAX_BACKLOG = 10_000  # requests taken and not yet answered, before the loop sto
 READ_BATCH = 32  # requests read per wake-up at most, so replies never wait long behind reads
 ZAP_DOMAIN = "global"  # the authenticator's keys are looked up under the socket's domain
 WORKERS_ZAP_DOMAIN = "workers"  # the backend's: worker keys are not client keys
-DEFAULT_SERVICE = "hello"
-DEFAULT_WORKER_HEARTBEAT = 2.5  # seconds, MDP's customary interval
 SEND_MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
 SEND_LAST = int(zmq.DONTWAIT)
 
 log = logging.getLogger("server")
-
-# A request handed to the workers: (slot, (route, body)); its reply comes back as
-# done(slot, route, reply). Workers take jobs in lists: one hand-over serves a batch.
-Job = tuple[int, tuple[list[bytes], bytes]]
-Done = Callable[[int, list[bytes], bytes], None]
-Workers = tuple[Callable[[list[Job]], None], Callable[[], None]]  # (submit jobs, stop)
 
 
 def split_request(frames: list[bytes]) -> tuple[list[bytes], bytes] | None:
@@ -142,73 +134,6 @@ def receive_request(frontend: zmq.Socket, quiet: bool) -> tuple[list[bytes], byt
         route, body = request
         print(f"Received request from {printable(route[0])}: {printable(body)}", flush=True)
     return request
-
-
-def start_threads(handler: Handler, count: int, done: Done) -> Workers:
-    """count worker threads on one shared queue, so an idle one always takes the next job.
-    Returns (submit, stop): stop() lets each thread finish its job and joins them all."""
-    jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-
-    def work() -> None:
-        while (job := jobs.get()) is not None:
-            slot, (route, body) = job
-            done(slot, route, handlers.call(handler, body))
-
-    # Started up front: creating threads on demand delays the first requests of a burst.
-    threads = [threading.Thread(target=work, name=f"worker-{n}") for n in range(count)]
-    for thread in threads:
-        thread.start()
-
-    def stop() -> None:
-        for _ in threads:
-            jobs.put(None)  # one stop mark per thread; any thread may take any mark
-        for thread in threads:
-            thread.join()
-
-    def submit(started: list[Job]) -> None:
-        for job in started:
-            jobs.put(job)
-
-    return submit, stop
-
-
-def start_event_loop(handler: Handler, done: Done) -> Workers:
-    """One asyncio event loop in one thread; each job becomes a task there, no thread each.
-    Returns (submit, stop), as start_threads() does."""
-    import asyncio  # only here: a plain server need not carry it
-
-    loop = asyncio.new_event_loop()
-    tasks: set[asyncio.Task] = set()  # the loop keeps only weak references to its tasks
-    incoming: deque[Job] = deque()
-    start_requested = threading.Event()
-
-    async def run(slot: int, route: list[bytes], body: bytes) -> None:
-        done(slot, route, await handlers.call_async(handler, body))
-
-    def start_incoming() -> None:
-        start_requested.clear()  # before draining, as for the poll loop's wake-ups
-        while incoming:
-            slot, (route, body) = incoming.popleft()
-            task = loop.create_task(run(slot, route, body))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-    def submit(started: list[Job]) -> None:
-        incoming.extend(started)
-        # One hand-over to the loop's thread serves every job queued before it runs.
-        if not start_requested.is_set():
-            start_requested.set()
-            loop.call_soon_threadsafe(start_incoming)
-
-    thread = threading.Thread(target=loop.run_forever, name="event-loop")
-    thread.start()
-
-    def stop() -> None:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
-
-    return submit, stop
 
 
 def serve(
@@ -389,17 +314,6 @@ def serve(
     monitor.close()
 
 
-def inline(handler: Handler) -> Callable[[bytes], bytes]:
-    """--workers 0: the handler runs in the poll loop's thread, one request at a time; an
-    async one runs to completion on an event loop of that thread's own."""
-    if not handlers.is_async(handler):
-        return lambda body: handlers.call(handler, body)
-    import asyncio
-
-    loop = asyncio.new_event_loop()
-    return lambda body: loop.run_until_complete(handlers.call_async(handler, body))
-
-
 class Incidents:
     """Problems that may come in floods (dropped replies, failed accepts): the first of a
     kind is logged at once, its repeats in the following second as one line with a count."""
@@ -542,13 +456,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "'tcp://*:5555' listens on every interface, without authentication or encryption)",
     )
     parser.add_argument(
-        "--handler",
-        metavar="MODULE:FUNCTION",
-        help="the function that answers each request, bytes in and bytes out, plain or "
-        "async def, imported as 'python -m' would (e.g. examples.echo:handle); default: the "
-        "built-in handler, which sleeps --work-time and answers World",
-    )
-    parser.add_argument(
         "--workers",
         type=count,
         metavar="N",
@@ -557,13 +464,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"{DEFAULT_ASYNC_WORKERS}); 0 runs the handler inline in the poll loop, one request "
         "at a time, fastest for cheap handlers",
     )
-    parser.add_argument(
-        "--work-time",
-        type=float,
-        metavar="SECONDS",
-        help=f"simulated work per request in the built-in handler only "
-        f"(default {handlers.work_time})",
-    )
+    handlers.add_arguments(parser)
     parser.add_argument(
         "--quiet", action="store_true", help="do not print a line per request and reply"
     )
@@ -594,46 +495,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="DIR",
         help="accept only the clients whose public key files are in DIR",
     )
-    fleet = parser.add_argument_group(
-        "worker processes (MDP)",
-        "Requests go to Majordomo workers (worker.py, or any MDP/0.1 or 0.2 worker) "
-        "instead of threads: one request per worker at a time.",
-    )
-    fleet.add_argument(
-        "--backend",
-        metavar="ENDPOINT",
-        help="accept MDP workers here (e.g. tcp://127.0.0.1:5556); beyond loopback only "
-        "with CURVE (--curve-secret and --curve-workers)",
-    )
-    fleet.add_argument(
-        "--processes",
-        type=count,
-        default=0,
-        metavar="N",
-        help="start N local worker.py processes running the same --handler, on a private "
-        "ipc:// endpoint, and restart any that exits or hangs",
-    )
-    fleet.add_argument(
-        "--service",
-        default=DEFAULT_SERVICE,
-        metavar="NAME",
-        help=f"the MDP service that clients' requests go to (default {DEFAULT_SERVICE})",
-    )
-    fleet.add_argument(
-        "--worker-heartbeat",
-        type=float,
-        default=DEFAULT_WORKER_HEARTBEAT,
-        metavar="SECONDS",
-        help=f"heartbeat interval with workers; an idle worker silent for 3 is dead "
-        f"(default {DEFAULT_WORKER_HEARTBEAT})",
-    )
-    fleet.add_argument(
-        "--curve-workers",
-        metavar="DIR",
-        help="with --curve-secret: accept only the workers whose public key files are in DIR",
-    )
+    add_fleet_arguments(parser)
     args = parser.parse_args(argv)
-    args.handler_spec = args.handler
     if bool(args.curve_secret) != bool(args.curve_clients):
         parser.error("--curve-secret and --curve-clients go together")
     if args.curve_secret:
@@ -648,16 +511,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"{args.curve_secret}: {exc}")
     if not args.heartbeat >= 0.01:
         parser.error("--heartbeat must be at least 0.01 seconds")
-    if args.backend or args.processes:
-        if args.workers is not None:
-            parser.error(
-                "--workers is for threads in this process; with --backend or "
-                "--processes, requests go to worker processes"
-            )
-        if not args.worker_heartbeat >= 0.01:
-            parser.error("--worker-heartbeat must be at least 0.01 seconds")
-        if not 1 <= len(args.service.encode()) <= 255:
-            parser.error("--service must be 1 to 255 bytes")
+    check_fleet_arguments(parser, args)
     if args.curve_workers and not (args.curve_secret and args.backend):
         parser.error("--curve-workers goes with --curve-secret and --backend")
     if args.backend and args.curve_secret and not args.curve_workers:
@@ -677,16 +531,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         )
     if args.max_message_size < 1024:
         parser.error("--max-message-size must be at least 1024 (ZeroMQ's handshake needs room)")
-    if args.work_time is not None:
-        if args.handler:
-            parser.error("--work-time applies to the built-in handler only, not to --handler")
-        if not args.work_time >= 0:
-            parser.error("--work-time must be 0 or more")
-        handlers.work_time = args.work_time
-    try:
-        args.handler = handlers.load(args.handler) if args.handler else handlers.hello
-    except handlers.BadHandlerSpec as exc:
-        parser.error(f"--handler {args.handler}: {exc}")
+    args.handler_spec = args.handler
+    args.handler = handlers.from_arguments(parser, args)
     if args.workers is None and not (args.backend or args.processes):
         args.workers = DEFAULT_ASYNC_WORKERS if handlers.is_async(args.handler) else DEFAULT_WORKERS
     return args

@@ -198,19 +198,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME",
         help=f"the service to register for (default {DEFAULT_SERVICE})",
     )
-    parser.add_argument(
-        "--handler",
-        metavar="MODULE:FUNCTION",
-        help="the function that answers each request, as for server.py (default: the "
-        "built-in handler, which sleeps --work-time and answers World)",
-    )
-    parser.add_argument(
-        "--work-time",
-        type=float,
-        metavar="SECONDS",
-        help=f"simulated work per request in the built-in handler only "
-        f"(default {handlers.work_time})",
-    )
+    handlers.add_arguments(parser)
     parser.add_argument(
         "--heartbeat",
         type=float,
@@ -234,16 +222,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--heartbeat must be at least 0.01 seconds")
     if not args.service or len(args.service.encode()) > 255:
         parser.error("--service must be 1 to 255 bytes")
-    if args.work_time is not None:
-        if args.handler:
-            parser.error("--work-time applies to the built-in handler only, not to --handler")
-        if not args.work_time >= 0:
-            parser.error("--work-time must be 0 or more")
-        handlers.work_time = args.work_time
-    try:
-        args.handler = handlers.load(args.handler) if args.handler else handlers.hello
-    except handlers.BadHandlerSpec as exc:
-        parser.error(f"--handler {args.handler}: {exc}")
+    args.handler = handlers.from_arguments(parser, args)
     args.curve = None
     if bool(args.curve_secret) != bool(args.curve_server):
         parser.error("--curve-secret and --curve-server go together")
