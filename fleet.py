@@ -36,6 +36,7 @@ from pathlib import Path
 import zmq
 
 import mdp
+import wire
 from scheduler import Scheduler
 
 DEFAULT_SERVICE = "hello"
@@ -45,7 +46,7 @@ READ_BATCH = 32  # backend messages read per wake-up at most
 RESTART_PAUSE_MAX = 30.0  # seconds: the longest pause before restarting a local worker
 STOP_TIMEOUT = 10.0  # seconds local workers get to exit at shutdown before being killed
 WORKER_FAILED = b"ERROR: worker failed"
-SEND = int(zmq.DONTWAIT)
+MAX_FRAMES = 32  # frames kept of a worker's message: MDP needs 7, more is hostile
 
 log = logging.getLogger("server")
 
@@ -91,6 +92,7 @@ class Fleet:
         self.workers: dict[bytes, Worker] = {}
         self.keys = itertools.count()
         self.next_heartbeat = 0.0
+        self.next_tick = 0.0  # the next heartbeat, or a local worker's restart if sooner
         self.processes = processes
         self.local: list[Local] = []
         self.local_args = [
@@ -122,8 +124,7 @@ class Fleet:
 
     def wait_ms(self, longest: int) -> int:
         """How long the poll may wait before the fleet has something to do."""
-        due = [self.next_heartbeat, *(local.restart_at for local in self.local if local.restart_at)]
-        return max(0, min(longest, round((min(due) - time.monotonic()) * 1000)))
+        return max(0, min(longest, round((self.next_tick - time.monotonic()) * 1000)))
 
     # Requests out, replies back.
 
@@ -140,11 +141,13 @@ class Fleet:
     def read(self) -> None:
         """Handle what the workers sent, up to a batch."""
         for _ in range(READ_BATCH):
-            try:
-                frames = self.backend.recv_multipart(zmq.DONTWAIT)
-            except zmq.Again:
+            frames, count = wire.receive(self.backend, MAX_FRAMES)
+            if count <= MAX_FRAMES:
+                self.handle(frames[0], frames[1:])
+            else:
+                self.refuse(frames[0], f"{count} frames, more than MDP has")
+            if not self.backend.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 return
-            self.handle(frames[0], frames[1:])
 
     def handle(self, address: bytes, frames: list[bytes]) -> None:
         name = address.decode("utf-8", "backslashreplace")
@@ -152,9 +155,7 @@ class Fleet:
         try:
             message = mdp.parse(frames)
         except mdp.ProtocolError as exc:
-            self.incident(f"a bad message from worker {name}: {exc}")
-            if worker:
-                self.disconnect(address, "sent a bad message")
+            self.refuse(address, str(exc))
             return
         command = message.command
         if worker is None:
@@ -182,6 +183,14 @@ class Fleet:
             self.incident(f"unexpected {command} from worker {name}{held and ' for ' + held}")
             self.disconnect(address, f"sent an unexpected {command}")
 
+    def refuse(self, address: bytes, why: str) -> None:
+        """A message that is not MDP: logged, and its sender, if a worker, disconnected."""
+        self.incident(
+            f"a bad message from worker {address.decode('utf-8', 'backslashreplace')}: {why}"
+        )
+        if address in self.workers:
+            self.disconnect(address, "sent a bad message")
+
     def register(self, address: bytes, message: mdp.Message) -> None:
         name = address.decode("utf-8", "backslashreplace")
         if message.address != self.service:
@@ -200,7 +209,7 @@ class Fleet:
     def send(self, address: bytes, frames: list[bytes]) -> bool:
         """Send without ever blocking the loop; False if the worker cannot be reached."""
         try:
-            self.backend.send_multipart([address, *frames], SEND)
+            wire.send(self.backend, [address, *frames])
         except zmq.ZMQError:
             return False
         return True
@@ -236,17 +245,18 @@ class Fleet:
         Busy workers get them too: they are harmless to an MDP worker, and a send to a
         peer that libzmq dropped fails, which tells a dead busy worker from a slow one.
         """
-        self.restart_local()
         now = time.monotonic()
-        if now < self.next_heartbeat:
+        if now < self.next_tick:  # the common case, on every turn of the poll loop
             return
-        self.next_heartbeat = now + self.heartbeat
-        for address, worker in list(self.workers.items()):
-            if worker.job is None and now > worker.expires:
-                self.forget(address, f"was silent for {LIVENESS} heartbeats")
-            elif not self.send(address, mdp.build(worker.framing, mdp.HEARTBEAT)):
-                self.forget(address, "is gone")
-        self.reap()  # in case a SIGCHLD came before the loop could see it
+        if now >= self.next_heartbeat:
+            self.next_heartbeat = now + self.heartbeat
+            for address, worker in list(self.workers.items()):
+                if worker.job is None and now > worker.expires:
+                    self.forget(address, f"was silent for {LIVENESS} heartbeats")
+                elif not self.send(address, mdp.build(worker.framing, mdp.HEARTBEAT)):
+                    self.forget(address, "is gone")
+            self.reap()  # in case a SIGCHLD came before the loop could see it
+        self.restart_local()
 
     def busy(self) -> int:
         return sum(1 for worker in self.workers.values() if worker.job)
@@ -285,10 +295,13 @@ class Fleet:
         self.restart_local()
 
     def restart_local(self) -> None:
+        """Start the local workers whose pause is over; plan the next tick."""
         now = time.monotonic()
         for local in self.local:
             if local.popen is None and local.restart_at is not None and now >= local.restart_at:
                 self.spawn(local)
+        pending = [local.restart_at for local in self.local if local.popen is None]
+        self.next_tick = min([self.next_heartbeat, *pending])
 
     def stop_local(self) -> None:
         running = [local.popen for local in self.local if local.popen]

@@ -29,6 +29,7 @@ import zmq
 
 import handlers
 import mdp
+import wire
 from handlers import Handler
 
 DEFAULT_CONNECT = "tcp://localhost:5556"
@@ -122,7 +123,14 @@ def attend(
     """One registration: READY, then requests and heartbeats until it ends. Returns why it
     ended, and whether the broker was heard from meanwhile."""
     framing = mdp.Framing()  # MDP/0.2 with the empty frame first, as majortomo speaks it
-    broker.send_multipart(mdp.build(framing, mdp.READY, service))
+
+    def send(command: str, *frames: bytes) -> None:
+        # Never blocks: a DEALER whose connection failed (a refused CURVE handshake, say)
+        # would wait forever. What cannot leave is lost; silence then ends the session.
+        with contextlib.suppress(zmq.Again):
+            wire.send(broker, mdp.build(framing, command, *frames))
+
+    send(mdp.READY, service)
     print(f"Worker ready for {service.decode()} at {broker.LAST_ENDPOINT.decode()}", flush=True)
     poller = zmq.Poller()
     poller.register(broker, zmq.POLLIN)
@@ -136,21 +144,21 @@ def attend(
             with contextlib.suppress(BlockingIOError):
                 wake_reader.recv(64)
         if stopped_by:
-            broker.send_multipart(mdp.build(framing, mdp.DISCONNECT))
+            send(mdp.DISCONNECT)
             return "stopped", heard
         if orphaned():
             return "orphaned", heard
         if broker in ready:
             try:
-                message = mdp.parse(broker.recv_multipart())
+                message = mdp.parse(wire.receive(broker)[0])
             except mdp.ProtocolError as exc:
                 log.warning("ignored a bad message from the broker: %s", exc)
                 continue
             if message.command == mdp.REQUEST:
                 reply = answer(b"".join(message.body))
-                broker.send_multipart(mdp.build(framing, mdp.FINAL, message.address, reply))
+                send(mdp.FINAL, message.address, reply)
                 if stopped_by:  # the signal came while the handler ran: its reply is sent
-                    broker.send_multipart(mdp.build(framing, mdp.DISCONNECT))
+                    send(mdp.DISCONNECT)
                     return "stopped", True
                 next_heartbeat = time.monotonic() + heartbeat
             elif message.command == mdp.DISCONNECT:
@@ -162,7 +170,7 @@ def attend(
         if now >= heard_by:
             return f"has been silent for {LIVENESS} heartbeats", heard
         if now >= next_heartbeat:
-            broker.send_multipart(mdp.build(framing, mdp.HEARTBEAT))
+            send(mdp.HEARTBEAT)
             next_heartbeat = now + heartbeat
 
 

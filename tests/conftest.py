@@ -69,6 +69,18 @@ class Process:
                     raise AssertionError(f"no line matching {pattern!r} in std{stream}\n{self}")
                 self.changed.wait(min(left, 0.5))
 
+    def wait_count(self, pattern: str, times: int, stream: str = "out", timeout: float = WAIT):
+        """Wait until at least `times` lines of the stream match pattern."""
+        lines = self.out if stream == "out" else self.err
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while sum(1 for line in lines if regex.search(line)) < times:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.popen.poll() is not None and not self._reading()):
+                    raise AssertionError(f"fewer than {times} lines matching {pattern!r}\n{self}")
+                self.changed.wait(min(left, 0.5))
+
     def _reading(self) -> bool:
         return any(reader.is_alive() for reader in self.readers)
 

