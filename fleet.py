@@ -74,6 +74,11 @@ class Local:
     restart_at: float | None = None
 
 
+def named(address: bytes) -> str:
+    """A worker's address for the log: worker.py's are host/pid, others' may be binary."""
+    return address.decode("utf-8", "backslashreplace")
+
+
 class Fleet:
     def __init__(
         self,
@@ -150,7 +155,6 @@ class Fleet:
                 return
 
     def handle(self, address: bytes, frames: list[bytes]) -> None:
-        name = address.decode("utf-8", "backslashreplace")
         worker = self.workers.get(address)
         try:
             message = mdp.parse(frames)
@@ -163,7 +167,7 @@ class Fleet:
                 self.register(address, message)
             elif command != mdp.DISCONNECT:
                 # Declared dead a moment ago, or registered with the server before a restart.
-                self.incident(f"{command} from worker {name}, which is not registered")
+                self.incident(f"{command} from worker {named(address)}, which is not registered")
                 self.send(address, mdp.build(message.framing, mdp.DISCONNECT))
             return
         worker.expires = time.monotonic() + LIVENESS * self.heartbeat
@@ -180,19 +184,19 @@ class Fleet:
             self.forget(address, "disconnected")
         else:  # READY again, a REQUEST, a reply for a request it does not hold
             held = "a request it does not hold" if command in (mdp.FINAL, mdp.PARTIAL) else ""
-            self.incident(f"unexpected {command} from worker {name}{held and ' for ' + held}")
+            self.incident(
+                f"unexpected {command} from worker {named(address)}{held and ' for ' + held}"
+            )
             self.disconnect(address, f"sent an unexpected {command}")
 
     def refuse(self, address: bytes, why: str) -> None:
         """A message that is not MDP: logged, and its sender, if a worker, disconnected."""
-        self.incident(
-            f"a bad message from worker {address.decode('utf-8', 'backslashreplace')}: {why}"
-        )
+        self.incident(f"a bad message from worker {named(address)}: {why}")
         if address in self.workers:
             self.disconnect(address, "sent a bad message")
 
     def register(self, address: bytes, message: mdp.Message) -> None:
-        name = address.decode("utf-8", "backslashreplace")
+        name = named(address)
         if message.address != self.service:
             service = message.address.decode("utf-8", "backslashreplace")
             self.incident(f"worker {name} registered for {service!r}, not this server's service")
@@ -225,7 +229,7 @@ class Fleet:
         """A worker is gone: its request runs once more elsewhere, or fails."""
         worker = self.workers.pop(address)
         self.scheduler.remove(address)
-        name = address.decode("utf-8", "backslashreplace")
+        name = named(address)
         if worker.job is None:
             log.warning("worker %s %s", name, why)
         elif len(worker.job) == 2:

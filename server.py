@@ -257,6 +257,9 @@ def serve(
             if fleet.backend in ready:
                 fleet.read()
             fleet.tick()
+        # Workers just freed take waiting requests now, before the loop reads more.
+        if started := scheduler.dispatch():
+            submit(started)
 
         if time.monotonic() >= next_report:
             while monitor.poll(0):

@@ -17,10 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +34,7 @@ SERVER = HERE.parent / "server.py"
 CLIENT = HERE.parent / "client.py"
 BASELINE = HERE / "baseline_server.py"
 LOAD = HERE / "load.py"
+LBBROKER = HERE / "lbbroker.py"
 EPHEMERAL = "tcp://127.0.0.1:*"
 
 # The figures the project promises, as ratios to this run's own baseline.
@@ -39,6 +44,8 @@ TARGETS = {
     "workers_rps": 0.60,  # worker mode, zero work, C = 100
     "async_rps": 0.60,  # an async handler, zero work, C = 100
     "burst": 1.05,  # 1000 x 0.5 s async at most this x (0.5 s + the baseline's burst)
+    "processes_rps": 0.90,  # --processes 2, zero work, C = 100, against lbbroker with 2
+    "cpu_rps": 1.75,  # --processes 2 against 16 threads, CPU-bound handler, C = 20
     "slow_work": {4: 1.01, 16: 1.01, 100: 1.03},  # wall time at most this x the ideal
     "client": 1.15,  # client.py at most this x `python -c "import zmq"`
     "memory": 1.02,  # RSS added by 1000 idle clients at most this x the baseline's
@@ -59,6 +66,8 @@ class Settings:
     burst_clients: int = 1000
     burst_rounds: int = 5
     burst_threads: bool = True  # the same burst on 16 threads, once: about 32 s
+    cpu_seconds: float = 1.5  # each CPU-bound measurement
+    kill_seconds: float = 10.0  # the load run during which a worker is killed each second
 
 
 QUICK = Settings(
@@ -74,6 +83,8 @@ QUICK = Settings(
     burst_clients=100,
     burst_rounds=1,
     burst_threads=False,
+    cpu_seconds=0.3,
+    kill_seconds=2.0,
 )
 
 
@@ -84,11 +95,13 @@ def progress(line: str) -> None:
 class Server:
     """A server process started on an ephemeral port; stopped by its pid at the end."""
 
-    def __init__(self, script: Path, *args: str) -> None:
+    def __init__(self, script: Path, *args: str, workers: int = 0, stderr=None) -> None:
+        """workers: how many 'Worker ready' lines (from --processes) to wait for."""
         self.popen = subprocess.Popen(
             [sys.executable, str(script), *args],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
+            stderr=stderr,
             text=True,
         )
         line = self.popen.stdout.readline()
@@ -97,6 +110,10 @@ class Server:
             raise SystemExit(f"bench: {script.name} did not start: {line!r}")
         self.endpoint = line.split()[-1]
         self.pid = self.popen.pid
+        for _ in range(workers):
+            if not self.popen.stdout.readline().startswith("Worker ready"):
+                self.stop()
+                raise SystemExit(f"bench: {script.name}'s workers did not start")
 
     def rss_kib(self) -> int:
         with open(f"/proc/{self.pid}/status") as status:
@@ -105,9 +122,18 @@ class Server:
                     return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
+    def children(self) -> list[int]:
+        with open(f"/proc/{self.pid}/task/{self.pid}/children") as children:
+            return [int(pid) for pid in children.read().split()]
+
     def stop(self) -> None:
+        """SIGTERM, so that server.py stops its worker processes; SIGKILL if it lingers."""
         if self.popen.poll() is None:
-            self.popen.kill()
+            self.popen.terminate()
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
         self.popen.wait()
 
 
@@ -115,8 +141,8 @@ def baseline() -> Server:
     return Server(BASELINE, EPHEMERAL)
 
 
-def server(*args: str) -> Server:
-    return Server(SERVER, "--bind", EPHEMERAL, "--quiet", *args)
+def server(*args: str, **options) -> Server:
+    return Server(SERVER, "--bind", EPHEMERAL, "--quiet", *args, **options)
 
 
 def load(target: Server, mode: str, clients: int, seconds: float, *extra: str) -> dict:
@@ -272,6 +298,129 @@ def burst(settings: Settings) -> dict:
     return figures
 
 
+def interleaved(settings: Settings, targets: dict, clients: int, seconds: float) -> dict:
+    """Alternating rate measurements of each target; medians per target."""
+    runs: dict[str, list[dict]] = {name: [] for name in targets}
+    for round_ in range(settings.rounds):
+        for name, target in targets.items():
+            result = load(
+                target,
+                "rate",
+                clients,
+                seconds,
+                "--server-pid",
+                str(target.pid),
+                "--warmup",
+                str(settings.warmup),
+            )
+            runs[name].append(result)
+            progress(
+                f"C={clients} round {round_ + 1}/{settings.rounds} {name}: "
+                f"{result['rps']:.0f} req/s, lost {result['lost']}"
+            )
+    return {
+        name: {
+            "rps": median([result["rps"] for result in results]),
+            "cpu_us_per_request": median([result["cpu_us_per_request"] for result in results]),
+            "p50_ms": median([result["p50_ms"] for result in results]),
+            "lost": sum(result["lost"] for result in results),
+        }
+        for name, results in runs.items()
+    }
+
+
+def processes(settings: Settings) -> dict:
+    """Zero work, C = 100: server.py --processes 2 against the guide's bare load-balancing
+    broker with 2 worker processes; then a CPU-bound handler, C = 20, against threads."""
+    targets = {
+        "lbbroker": Server(LBBROKER, EPHEMERAL),
+        "processes": server("--processes", "2", "--work-time", "0", workers=2),
+    }
+    try:
+        zero = interleaved(settings, targets, max(settings.concurrency), settings.seconds)
+    finally:
+        for target in targets.values():
+            target.stop()
+    zero["processes"]["ratio"] = zero["processes"]["rps"] / zero["lbbroker"]["rps"]
+
+    cpu = "examples.cpu:handle"
+    targets = {
+        "threads": server("--handler", cpu),
+        "processes": server("--processes", "2", "--handler", cpu, workers=2),
+    }
+    try:
+        bound = interleaved(settings, targets, 20, settings.cpu_seconds)
+    finally:
+        for target in targets.values():
+            target.stop()
+    bound["processes"]["ratio"] = bound["processes"]["rps"] / bound["threads"]["rps"]
+    sys.path.insert(0, str(HERE.parent))
+    from examples import cpu as cpu_example
+
+    handler_times = []
+    for _ in range(50):
+        started = time.perf_counter()
+        cpu_example.handle(b"")
+        handler_times.append(time.perf_counter() - started)
+    bound["handler_ms"] = 1000 * statistics.median(handler_times)
+    return {
+        "zero": zero,
+        "cpu": bound,
+        "lost": sum(
+            row["lost"] for row in [*zero.values(), *bound.values()] if isinstance(row, dict)
+        ),
+    }
+
+
+def kill_loop(settings: Settings) -> dict:
+    """A load run on --processes 2 (CPU-bound handler, C = 20) while one worker is killed
+    with SIGKILL every second: every request must still be answered."""
+    with tempfile.TemporaryFile("w+") as log:
+        target = server(
+            "--processes", "2", "--handler", "examples.cpu:handle", workers=2, stderr=log
+        )
+        try:
+            command = [
+                sys.executable,
+                str(LOAD),
+                target.endpoint,
+                "rate",
+                "20",
+                str(settings.kill_seconds),
+                "--server-pid",
+                str(target.pid),
+            ]
+            loader = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+            killed = 0
+            deadline = time.monotonic() + settings.kill_seconds
+            while time.monotonic() + 1 < deadline:
+                time.sleep(1)  # the fault's own schedule: one kill a second
+                if victims := target.children():
+                    os.kill(victims[killed % len(victims)], signal.SIGKILL)
+                    killed += 1
+            out, _ = loader.communicate(timeout=settings.kill_seconds + 60)
+            result = json.loads(out)
+        finally:
+            target.stop()
+        log.seek(0)
+        text = log.read()
+    summary = re.findall(r"since start: (\d+) answered, (\d+) error replies, (\d+) dropped", text)
+    answered, errors, dropped = (int(n) for n in summary[-1]) if summary else (0, 0, 0)
+    figures = {
+        "killed": killed,
+        "requests": result["requests"],
+        "rps": result["rps"],
+        "lost": result["lost"],
+        "reruns": text.count("running it once more"),
+        "worker_failed": text.count("that a worker died on before"),
+        "answered": answered,
+        "error_replies": errors,
+        "dropped": dropped,
+    }
+    progress(f"kill loop: {figures}")
+    return figures
+
+
 def timed(command: list[str]) -> tuple[float, int]:
     start = time.perf_counter()
     code = subprocess.run(command, capture_output=True, timeout=60).returncode
@@ -419,6 +568,51 @@ def report(settings: Settings, figures: dict) -> str:
                 f"server RSS {row['threads_peak_rss_kib']} KiB"
             )
         targets.append(f"async burst wall / ideal: {verdict(row['ratio'], 'burst')}")
+    if rows := figures.get("processes"):
+        zero, bound = rows["zero"], rows["cpu"]
+        broker_us = bound["processes"]["cpu_us_per_request"]
+        per_worker_ms = 2 * 1000 / bound["processes"]["rps"]
+        lines += [
+            "",
+            f"Worker processes: medians of {settings.rounds} interleaved rounds",
+            f"{'what':<44}{'req/s':>9}{'ratio':>8}{'server CPU us/req':>19}{'lost':>6}",
+        ]
+        for label, row, base in (
+            ("lbbroker, 2 processes, zero work, C=100", zero["lbbroker"], zero["lbbroker"]),
+            ("--processes 2, zero work, C=100", zero["processes"], zero["lbbroker"]),
+            ("16 threads, examples/cpu.py, C=20", bound["threads"], bound["threads"]),
+            ("--processes 2, examples/cpu.py, C=20", bound["processes"], bound["threads"]),
+        ):
+            lines.append(
+                f"{label:<44}{row['rps']:>9.0f}{row['rps'] / base['rps']:>8.2f}"
+                f"{row['cpu_us_per_request']:>19.1f}{row['lost']:>6}"
+            )
+        lines += [
+            f"  examples/cpu.py alone: {bound['handler_ms']:.2f} ms a request; through a "
+            f"worker process: {per_worker_ms:.2f} ms of each worker's time a request",
+            f"  on paper: the server spends {broker_us:.0f} us of CPU a request, so one server "
+            f"keeps up to about {bound['handler_ms'] * 1000 / broker_us:.0f} cores (local or "
+            f"remote) busy with this handler, {1e6 / broker_us:.0f} req/s, before it is the "
+            "bottleneck; N cores give about N / "
+            f"{per_worker_ms:.2f} ms = N x {1000 / per_worker_ms:.0f} req/s below that",
+        ]
+        zero_ratio = zero["processes"]["ratio"]
+        targets.append(
+            f"--processes 2 zero work / lbbroker: {verdict(zero_ratio, 'processes_rps')}"
+        )
+        targets.append(
+            f"--processes 2 CPU-bound / threads: {verdict(bound['processes']['ratio'], 'cpu_rps')}"
+        )
+    if row := figures.get("kill"):
+        lines += [
+            "",
+            f"Kill loop: {row['requests']} requests in {settings.kill_seconds:g} s on "
+            "--processes 2 (examples/cpu.py, C=20), a worker killed with SIGKILL every second "
+            f"({row['killed']} kills): {row['lost']} lost, {row['reruns']} requests re-run, "
+            f"{row['worker_failed']} failed twice (ERROR: worker failed); server: "
+            f"{row['answered']} answered, {row['error_replies']} error replies, "
+            f"{row['dropped']} dropped",
+        ]
     if client := figures.get("client"):
         lines += [
             "",
@@ -453,7 +647,7 @@ def main() -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     parser.add_argument(
         "--only",
-        choices=["throughput", "slow_work", "burst", "client", "memory"],
+        choices=["throughput", "slow_work", "burst", "processes", "kill", "client", "memory"],
         help="run one phase",
     )
     args = parser.parse_args()
@@ -468,6 +662,8 @@ def main() -> int:
         "throughput": throughput,
         "slow_work": slow_work,
         "burst": burst,
+        "processes": processes,
+        "kill": kill_loop,
         "client": client_startup,
         "memory": memory,
     }

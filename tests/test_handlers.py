@@ -64,7 +64,7 @@ def test_a_handler_module_in_the_current_directory_is_served(spawn, run_client, 
     [
         ("examples.echo:handle", "echo me", "echo me"),
         ("examples.slow_async:handle", "Hello", "World"),
-        ("examples.cpu:handle", "Hello", "367 primes below 2500"),
+        ("examples.cpu:handle", "Hello", "550 primes below 4000"),
         (f"{HANDLERS}:text", "str", "str as text"),  # a str is sent as UTF-8
     ],
 )
