@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(170)
 def test_quick_benchmark_runs_every_phase_and_loses_nothing(tmp_path):
     figures_file = tmp_path / "bench.json"
     result = subprocess.run(
@@ -17,10 +17,19 @@ def test_quick_benchmark_runs_every_phase_and_loses_nothing(tmp_path):
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=160,
     )
     assert result.returncode == 0, result.stderr
-    for heading in ("Throughput", "Slow work", "Burst", "client.py per", "Server RSS", "Targets"):
+    for heading in (
+        "Throughput",
+        "Slow work",
+        "Burst",
+        "Worker processes",
+        "Kill loop",
+        "client.py per",
+        "Server RSS",
+        "Targets",
+    ):
         assert heading in result.stdout
     figures = json.loads(figures_file.read_text())
     assert figures["lost"] == 0
@@ -29,4 +38,6 @@ def test_quick_benchmark_runs_every_phase_and_loses_nothing(tmp_path):
     assert all(row["rps"] > 0 for row in figures["throughput"].values())
     assert all(row["lost"] == 0 for row in figures["slow_work"].values())
     assert figures["burst"]["async_s"] > 0 and figures["burst"]["lost"] == 0
+    assert figures["processes"]["zero"]["processes"]["rps"] > 0
+    assert figures["kill"]["lost"] == 0 and figures["kill"]["answered"] > 0
     assert figures["client"]["client_ms"] > 0 and figures["memory"]["server_added_kib"] > 0
