@@ -4,11 +4,13 @@
 Any client answers: client.py, a plain DEALER, a REQ socket. Each reply goes back to
 the connection its request came from. The handler runs on worker threads (or, for an
 `async def` handler, as tasks on one asyncio event loop), so the poll loop never waits
-for it and a slow request never holds up the others.
+for it and a slow request never holds up the others. To use more cores or machines,
+the server becomes a Majordomo (MDP) broker for worker processes (fleet.py, worker.py).
 
     python server.py                                  # tcp://127.0.0.1:5555, 16 workers
     python server.py --handler examples.echo:handle   # serve your own function
     python server.py --workers 0 --quiet              # handler inline: fastest for cheap ones
+    python server.py --processes 2 --handler examples.cpu:handle   # one process a core
 
 The handler is one plain function, bytes in and bytes out (see handlers.py and
 examples/); nothing in this file needs to change to serve your own.
