@@ -100,6 +100,27 @@ def count(text: str) -> int:
     return int(text)
 
 
+def curve_keys(
+    parser: argparse.ArgumentParser, secret_file: str | None, server_file: str | None
+) -> tuple[bytes, bytes, bytes] | None:
+    """(public key, secret key, server's public key) from --curve-secret and --curve-server
+    (worker.py takes them too), None without them; a bad file is a usage error."""
+    if bool(secret_file) != bool(server_file):
+        parser.error("--curve-secret and --curve-server go together")
+    if not secret_file:
+        return None
+    import zmq.auth  # only here: a plain run should not pay for importing it
+
+    try:
+        public, secret = zmq.auth.load_certificate(secret_file)
+        server_public, _ = zmq.auth.load_certificate(server_file)
+    except (OSError, ValueError) as exc:
+        parser.error(f"cannot read a key: {exc}")
+    if secret is None:
+        parser.error(f"{secret_file} holds no secret key (use NAME.key_secret)")
+    return public, secret, server_public
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineErrorParser(
         formatter_class=help_formatter,
@@ -143,20 +164,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 1 <= len(args.routing_id) <= 255:
         parser.error(f"ID must be 1 to 255 bytes, got {len(args.routing_id)}")
     args.body = args.message.encode("utf-8", "surrogateescape")
-    args.curve = None
-    if bool(args.curve_secret) != bool(args.curve_server):
-        parser.error("--curve-secret and --curve-server go together")
-    if args.curve_secret:
-        import zmq.auth  # only here: a plain run should not pay for importing it
-
-        try:
-            public, secret = zmq.auth.load_certificate(args.curve_secret)
-            server_public, _ = zmq.auth.load_certificate(args.curve_server)
-        except (OSError, ValueError) as exc:
-            parser.error(f"cannot read a key: {exc}")
-        if secret is None:
-            parser.error(f"{args.curve_secret} holds no secret key (use NAME.key_secret)")
-        args.curve = (public, secret, server_public)
+    args.curve = curve_keys(parser, args.curve_secret, args.curve_server)
     return args
 
 

@@ -30,6 +30,7 @@ import zmq
 import handlers
 import mdp
 import wire
+from client import curve_keys
 from handlers import Handler
 
 DEFAULT_CONNECT = "tcp://localhost:5556"
@@ -231,20 +232,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.service or len(args.service.encode()) > 255:
         parser.error("--service must be 1 to 255 bytes")
     args.handler = handlers.from_arguments(parser, args)
-    args.curve = None
-    if bool(args.curve_secret) != bool(args.curve_server):
-        parser.error("--curve-secret and --curve-server go together")
-    if args.curve_secret:
-        import zmq.auth
-
-        try:
-            public, secret = zmq.auth.load_certificate(args.curve_secret)
-            server_public, _ = zmq.auth.load_certificate(args.curve_server)
-        except (OSError, ValueError) as exc:
-            parser.error(f"cannot read a key: {exc}")
-        if secret is None:
-            parser.error(f"{args.curve_secret} holds no secret key (use NAME.key_secret)")
-        args.curve = (public, secret, server_public)
+    args.curve = curve_keys(parser, args.curve_secret, args.curve_server)
     return args
 
 

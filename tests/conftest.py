@@ -243,3 +243,23 @@ def pytest_terminal_summary(terminalreporter) -> None:
     terminalreporter.section("reliability and security")
     for line in lines:
         terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    """CURVE keys from make_keys.py in tmp_path/keys: server, clients alice and mallory,
+    workers w1 and w2; tmp_path/clients allows alice, tmp_path/workers allows w1."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "make_keys.py"), str(tmp_path / "keys"), "server"]
+        + ["alice", "mallory", "w1", "w2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    for folder, name in (("clients", "alice"), ("workers", "w1")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / f"{name}.key").write_bytes(
+            (tmp_path / "keys" / f"{name}.key").read_bytes()
+        )
+    return tmp_path

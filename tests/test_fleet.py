@@ -13,7 +13,7 @@ import time
 
 import pytest
 import zmq
-from conftest import ECHO, REPO, WAIT, ask, dealer, receive
+from conftest import ECHO, WAIT, ask, dealer, receive
 
 HEARTBEAT = "0.2"  # seconds, for server and workers: failures show within a second
 W01, W02 = b"MDPW01", b"MDPW02"
@@ -400,38 +400,16 @@ def test_a_backend_beyond_loopback_without_curve_is_refused(spawn):
     assert "is reachable beyond this machine" in server.err[0]
 
 
-def test_a_curve_backend_accepts_only_known_workers(
-    start_server, spawn, run_client, tmp_path, record
-):
-    made = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "make_keys.py"),
-            str(tmp_path / "keys"),
-            "server",
-            "alice",
-            "w1",
-            "w2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert made.returncode == 0, made.stderr
-    key = lambda name, kind="key": str(tmp_path / "keys" / f"{name}.{kind}")  # noqa: E731
-    for folder, name in (("clients", "alice"), ("workers", "w1")):
-        (tmp_path / folder).mkdir()
-        (tmp_path / folder / f"{name}.key").write_bytes(
-            (tmp_path / "keys" / f"{name}.key").read_bytes()
-        )
+def test_a_curve_backend_accepts_only_known_workers(start_server, spawn, run_client, keys, record):
+    key = lambda name, kind="key": str(keys / "keys" / f"{name}.{kind}")  # noqa: E731
     server, backend = start_broker(
         start_server,
         "--curve-secret",
         key("server", "key_secret"),
         "--curve-clients",
-        str(tmp_path / "clients"),
+        str(keys / "clients"),
         "--curve-workers",
-        str(tmp_path / "workers"),
+        str(keys / "workers"),
     )
     stranger = spawn(
         "worker.py",

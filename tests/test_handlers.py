@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import signal
 import time
 
 import pytest
-from conftest import ECHO_ASYNC, SIGNALS, WAIT, dealer, receive
+from conftest import ECHO, ECHO_ASYNC, dealer, receive
 
 HANDLERS = "tests.sample_handlers"
 
@@ -137,39 +136,7 @@ def test_workers_0_runs_an_async_handler_inline(echo_server, context):
     assert time.monotonic() - start >= 3 * 0.2 * 0.95  # one at a time, in the loop
 
 
-@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: s.name)
-def test_an_async_server_finishes_requests_in_flight_then_exits_0(echo_server, context, signum):
-    server = echo_server(handler=ECHO_ASYNC)
-    taken = [dealer(context, server.endpoint, f"taken{i}".encode()) for i in range(3)]
-    for each in taken:
-        each.send(b"1 taken")
-    for i in range(3):
-        server.process.wait_for(f"^Received request from taken{i}")
-    server.process.signal(signum)
-    server.process.wait_for(f"{signum.name}: stopped taking requests; finishing 3 in flight", "err")
-    late = dealer(context, server.endpoint, b"late")
-    late.send(b"late")
-    for each in taken:
-        assert receive(each) == [b"1 taken"]
-    assert server.process.finish() == 0
-    assert len(server.process.err) == 2, server.process  # no traceback
-    assert "since start: 3 answered, 0 error replies, 0 dropped" in server.process.err[1]
-    assert server.process.count("from late") == 0
-
-
-def test_an_async_server_exits_at_once_on_a_second_signal(echo_server, context):
-    server = echo_server(handler=ECHO_ASYNC)
-    stuck = dealer(context, server.endpoint, b"stuck")
-    stuck.send(b"60 stuck")
-    server.process.wait_for("^Received request from stuck")
-    server.process.signal(signal.SIGTERM)
-    server.process.wait_for("stopped taking requests", "err")
-    server.process.signal(signal.SIGINT)
-    assert server.process.finish(timeout=WAIT) == 1
-    server.process.wait_for("SIGINT again: exiting now, 1 replies abandoned", "err")
-
-
-@pytest.mark.parametrize("handler", ["tests.sample_handlers:echo", ECHO_ASYNC])
+@pytest.mark.parametrize("handler", [ECHO, ECHO_ASYNC], ids=["threads", "async"])
 def test_a_lone_client_uses_every_worker(echo_server, context, handler):
     """--workers 2 and two requests back to back from one DEALER: both answered by ~1 s."""
     server = echo_server("--workers", "2", "--quiet", handler=handler)
@@ -182,7 +149,7 @@ def test_a_lone_client_uses_every_worker(echo_server, context, handler):
     assert elapsed < 1.5, f"two 1 s requests on 2 workers took {elapsed:.2f} s"
 
 
-@pytest.mark.parametrize("handler", ["tests.sample_handlers:echo", ECHO_ASYNC])
+@pytest.mark.parametrize("handler", [ECHO, ECHO_ASYNC], ids=["threads", "async"])
 def test_a_client_past_its_waiting_cap_gets_an_error(echo_server, context, handler):
     server = echo_server("--workers", "1", "--quiet", handler=handler)
     client = dealer(context, server.endpoint, b"eager")

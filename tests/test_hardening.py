@@ -15,7 +15,6 @@ import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import zmq
@@ -370,27 +369,6 @@ def test_a_client_retry_reaches_a_restarted_server(echo_server, spawn, record):
     record(
         "server killed (SIGKILL) and restarted while a client waits", 1, "the retry got its reply"
     )
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Path:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "make_keys.py"),
-            str(tmp_path / "keys"),
-            "server",
-            "alice",
-            "mallory",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    (tmp_path / "clients").mkdir()
-    (tmp_path / "clients" / "alice.key").write_bytes((tmp_path / "keys" / "alice.key").read_bytes())
-    return tmp_path
 
 
 def test_make_keys_writes_secret_keys_for_their_owner_only(keys):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import zmq
-from conftest import SIGNALS, WAIT, dealer, receive
+from conftest import ECHO, ECHO_ASYNC, SIGNALS, WAIT, dealer, receive
 
 
 def test_two_clients_are_both_answered(start_server, spawn):
@@ -228,20 +228,21 @@ def test_handler_exception_becomes_an_error_reply(echo_server, run_client):
     assert served.returncode == 0 and "received reply: after" in served.stdout
 
 
+@pytest.mark.parametrize("handler", [ECHO, ECHO_ASYNC], ids=["threads", "async"])
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: s.name)
-def test_signal_finishes_requests_in_flight_then_exits_0(start_server, context, signum):
-    server = start_server("--work-time", "1")
+def test_signal_finishes_requests_in_flight_then_exits_0(echo_server, context, signum, handler):
+    server = echo_server(handler=handler)
     taken = [dealer(context, server.endpoint, f"taken{i}".encode()) for i in range(3)]
     for each in taken:
-        each.send(b"Hello")
+        each.send(b"1 taken")
     for i in range(3):
         server.process.wait_for(f"^Received request from taken{i}")
     server.process.signal(signum)
     server.process.wait_for(f"{signum.name}: stopped taking requests; finishing 3 in flight", "err")
     late = dealer(context, server.endpoint, b"late")
-    late.send(b"Hello")
+    late.send(b"late")
     for each in taken:
-        assert receive(each) == [b"World"]
+        assert receive(each) == [b"1 taken"]
     assert server.process.finish() == 0
     assert len(server.process.err) == 2, server.process  # no traceback
     assert "since start: 3 answered, 0 error replies, 0 dropped" in server.process.err[1]
@@ -249,8 +250,9 @@ def test_signal_finishes_requests_in_flight_then_exits_0(start_server, context, 
     assert not late.poll(0)
 
 
-def test_second_signal_exits_at_once(echo_server, context):
-    server = echo_server()
+@pytest.mark.parametrize("handler", [ECHO, ECHO_ASYNC], ids=["threads", "async"])
+def test_second_signal_exits_at_once(echo_server, context, handler):
+    server = echo_server(handler=handler)
     stuck = dealer(context, server.endpoint, b"stuck")
     stuck.send(b"60 stuck")
     server.process.wait_for("^Received request from stuck")
