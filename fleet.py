@@ -124,8 +124,9 @@ class Fleet:
             self.spawn(local)
 
     def can_serve(self) -> bool:
-        """Whether a worker is registered, or a local one may yet be."""
-        return bool(self.workers or self.local)
+        """Whether a worker is registered, or a local one may yet be (one that crashed
+        before it ever registered is not counted on)."""
+        return bool(self.workers) or any(local.failures == 0 for local in self.local)
 
     def wait_ms(self, longest: int) -> int:
         """How long the poll may wait before the fleet has something to do."""

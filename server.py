@@ -292,7 +292,8 @@ def serve(
                     deliver(route, ERROR_PREFIX + b"too many requests from this client")
             if in_flight >= MAX_BACKLOG or not frontend.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 break
-        if started := scheduler.dispatch():
+        # A loop: a worker found gone as a request is sent to it puts that request back.
+        while started := scheduler.dispatch():
             submit(started)
         if fleet and not accepting and scheduler.queued and not fleet.can_serve():
             # Shutting down with no worker left to run them: waiting would be forever.

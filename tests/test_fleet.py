@@ -451,3 +451,16 @@ def test_a_curve_backend_accepts_only_known_workers(start_server, spawn, run_cli
         1,
         "refused; never registered; a known worker served the next client",
     )
+
+
+def test_shutdown_with_no_worker_able_to_serve_answers_the_waiting(start_server, context):
+    """Local workers that crash at start can never run what waits: at shutdown the
+    waiting requests get an error instead of holding the server up forever."""
+    server = start_server("--processes", "1", "--handler", "tests.crash_in_worker:handle")
+    client = dealer(context, server.endpoint, b"c")
+    client.send(b"stranded")
+    server.process.wait_for("^Received request from c")
+    server.process.wait_for(r"exited \(code \d+\): restarting in", "err")
+    server.process.signal(signal.SIGTERM)
+    assert receive(client) == [b"ERROR: no worker available"]
+    assert server.process.finish() == 0
