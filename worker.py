@@ -147,7 +147,7 @@ def attend(
         if stopped_by:
             send(mdp.DISCONNECT)
             return "stopped", heard
-        if orphaned():
+        if not ready and orphaned():  # checked when idle: no request comes without a server
             return "orphaned", heard
         if broker in ready:
             try:
