@@ -152,7 +152,7 @@ class Fleet:
                 self.handle(frames[0], frames[1:])
             else:
                 self.refuse(frames[0], f"{count} frames, more than MDP has")
-            if not self.backend.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if not wire.readable(self.backend):
                 return
 
     def handle(self, address: bytes, frames: list[bytes]) -> None:

@@ -63,6 +63,9 @@ class Framing(NamedTuple):
         return VERSIONS[self.header] + ("" if self.empty_first else " without the empty frame")
 
 
+FRAMINGS = {(header, empty): Framing(header, empty) for header in CODES for empty in (True, False)}
+
+
 class Message(NamedTuple):
     framing: Framing
     command: str
@@ -86,7 +89,7 @@ def parse(frames: list[bytes]) -> Message:
     command = COMMANDS[header].get(code)
     if command is None:
         raise ProtocolError(f"unknown {VERSIONS[header]} command {code[:8]!r}")
-    framing = Framing(header, empty_first)
+    framing = FRAMINGS[header, empty_first]
     if command in CARRY_BODY:
         if len(args) < 3 or args[1] != b"":
             raise ProtocolError(f"{command} without [address, empty frame, body]")

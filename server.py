@@ -232,6 +232,7 @@ def serve(
     poller = zmq.Poller()
     poller.register(frontend, zmq.POLLIN)
     poller.register(wake_reader, zmq.POLLIN)
+    wake_fd = wake_reader.fileno()
     if fleet:
         poller.register(fleet.backend, zmq.POLLIN)
     print(f"Listening on {frontend.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
@@ -241,7 +242,7 @@ def serve(
         timeout = fleet.wait_ms(POLL_INTERVAL_MS) if fleet else POLL_INTERVAL_MS
         ready = dict(poller.poll(timeout))
 
-        if wake_reader.fileno() in ready:
+        if wake_fd in ready:
             with contextlib.suppress(BlockingIOError):
                 wake_reader.recv(4096)
             wake_requested.clear()
@@ -290,7 +291,7 @@ def serve(
                     in_flight += 1
                 else:
                     deliver(route, ERROR_PREFIX + b"too many requests from this client")
-            if in_flight >= MAX_BACKLOG or not frontend.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if in_flight >= MAX_BACKLOG or not wire.readable(frontend):
                 break
         # A loop: a worker found gone as a request is sent to it puts that request back.
         while started := scheduler.dispatch():
