@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 
 Handler = Callable[[bytes], bytes | str | Awaitable[bytes | str]]
 
-BUILT_IN = "the built-in handler"
 ERROR_PREFIX = b"ERROR: "
 
 log = logging.getLogger("handler")
