@@ -8,6 +8,11 @@ message costs a third as much. server.py, fleet.py and worker.py all send throug
 from __future__ import annotations
 
 import zmq
+from zmq.backend import Socket as CompiledSocket
+
+# zmq.Socket.send is a Python wrapper (for the draft routing_id and group options) over
+# the compiled send; calling that directly halves the cost of each frame.
+send_frame = CompiledSocket.send
 
 SEND_MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
 SEND_LAST = int(zmq.DONTWAIT)
@@ -21,9 +26,9 @@ def send(socket: zmq.Socket, frames: list[bytes]) -> None:
     DEALER, no peer is connected), zmq.ZMQError(EHOSTUNREACH) on a ROUTER with
     ROUTER_MANDATORY if the peer is gone. Only the first frame can fail: the rest of a
     message always follows it."""
-    last = len(frames) - 1
-    for index, frame in enumerate(frames):
-        socket.send(frame, SEND_MORE if index < last else SEND_LAST)
+    for frame in frames[:-1]:
+        send_frame(socket, frame, SEND_MORE)
+    send_frame(socket, frames[-1], SEND_LAST)
 
 
 def receive(socket: zmq.Socket, keep: int = 1_000_000) -> tuple[list[bytes], int]:
