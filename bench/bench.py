@@ -44,7 +44,7 @@ TARGETS = {
     "workers_rps": 0.60,  # worker mode, zero work, C = 100
     "async_rps": 0.60,  # an async handler, zero work, C = 100
     "burst": 1.05,  # 1000 x 0.5 s async at most this x (0.5 s + the baseline's burst)
-    "processes_rps": 0.90,  # --processes 2, zero work, C = 100, against lbbroker with 2
+    "processes_rps": 0.90,  # --processes 2, zero work, C = 100, against lbbroker with 2 workers
     "cpu_rps": 1.75,  # --processes 2 against 16 threads, CPU-bound handler, C = 20
     "slow_work": {4: 1.01, 16: 1.01, 100: 1.03},  # wall time at most this x the ideal
     "client": 1.15,  # client.py at most this x `python -c "import zmq"`
@@ -331,9 +331,12 @@ def interleaved(settings: Settings, targets: dict, clients: int, seconds: float)
 
 def processes(settings: Settings) -> dict:
     """Zero work, C = 100: server.py --processes 2 against the guide's bare load-balancing
-    broker with 2 worker processes; then a CPU-bound handler, C = 20, against threads."""
+    broker with 2 worker processes, of two kinds: the guide's REQ workers, and the same
+    worker.py processes that --processes runs (MDP), so that the second ratio is the
+    broker's cost alone; then a CPU-bound handler, C = 20, against threads."""
     targets = {
         "lbbroker": Server(LBBROKER, EPHEMERAL),
+        "lbbroker_mdp": Server(LBBROKER, EPHEMERAL, "--mdp", workers=2),
         "processes": server("--processes", "2", "--work-time", "0", workers=2),
     }
     try:
@@ -341,7 +344,8 @@ def processes(settings: Settings) -> dict:
     finally:
         for target in targets.values():
             target.stop()
-    zero["processes"]["ratio"] = zero["processes"]["rps"] / zero["lbbroker"]["rps"]
+    zero["processes"]["ratio"] = zero["processes"]["rps"] / zero["lbbroker_mdp"]["rps"]
+    zero["processes"]["ratio_req"] = zero["processes"]["rps"] / zero["lbbroker"]["rps"]
 
     cpu = "examples.cpu:handle"
     targets = {
@@ -578,7 +582,8 @@ def report(settings: Settings, figures: dict) -> str:
             f"{'what':<44}{'req/s':>9}{'ratio':>8}{'server CPU us/req':>19}{'lost':>6}",
         ]
         for label, row, base in (
-            ("lbbroker, 2 processes, zero work, C=100", zero["lbbroker"], zero["lbbroker"]),
+            ("lbbroker, 2 REQ workers, zero work, C=100", zero["lbbroker"], zero["lbbroker"]),
+            ("lbbroker, 2 worker.py (MDP), zero work", zero["lbbroker_mdp"], zero["lbbroker"]),
             ("--processes 2, zero work, C=100", zero["processes"], zero["lbbroker"]),
             ("16 threads, examples/cpu.py, C=20", bound["threads"], bound["threads"]),
             ("--processes 2, examples/cpu.py, C=20", bound["processes"], bound["threads"]),
@@ -598,7 +603,13 @@ def report(settings: Settings, figures: dict) -> str:
         ]
         zero_ratio = zero["processes"]["ratio"]
         targets.append(
-            f"--processes 2 zero work / lbbroker: {verdict(zero_ratio, 'processes_rps')}"
+            "--processes 2 zero work / lbbroker with the same worker.py processes: "
+            f"{verdict(zero_ratio, 'processes_rps')}"
+        )
+        req_ratio = zero["processes"]["ratio_req"]
+        targets.append(
+            "--processes 2 zero work / lbbroker with the guide's REQ workers (not MDP, so "
+            f"MDP's own cost is in the gap): {verdict(req_ratio, 'processes_rps')}"
         )
         targets.append(
             f"--processes 2 CPU-bound / threads: {verdict(bound['processes']['ratio'], 'cpu_rps')}"
