@@ -66,7 +66,10 @@ class Settings:
     burst_clients: int = 1000
     burst_rounds: int = 5
     burst_threads: bool = True  # the same burst on 16 threads, once: about 32 s
-    cpu_seconds: float = 1.5  # each CPU-bound measurement
+    # The worker-process comparisons run 3 to 4 processes on 2 shared cores: longer
+    # windows, so that one stall of the machine weighs less in any one measurement.
+    processes_seconds: float = 2.0  # each zero-work measurement through worker processes
+    cpu_seconds: float = 3.0  # each CPU-bound measurement
     kill_seconds: float = 10.0  # the load run during which a worker is killed each second
 
 
@@ -83,6 +86,7 @@ QUICK = Settings(
     burst_clients=100,
     burst_rounds=1,
     burst_threads=False,
+    processes_seconds=0.3,
     cpu_seconds=0.3,
     kill_seconds=2.0,
 )
@@ -340,7 +344,7 @@ def processes(settings: Settings) -> dict:
         "processes": server("--processes", "2", "--work-time", "0", workers=2),
     }
     try:
-        zero = interleaved(settings, targets, max(settings.concurrency), settings.seconds)
+        zero = interleaved(settings, targets, 100, settings.processes_seconds)
     finally:
         for target in targets.values():
             target.stop()
