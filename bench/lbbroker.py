@@ -52,13 +52,14 @@ def broker(endpoint: str, workers: int, mdp: bool) -> None:
         context.socket(zmq.ROUTER) as backend,
         tempfile.TemporaryDirectory() as directory,
     ):
-        backend.bind(f"ipc://{directory}/workers")
+        endpoint_for_workers = f"ipc://{directory}/workers"
+        backend.bind(endpoint_for_workers)
         if mdp:
-            command = [str(WORKER_PY), "--connect", f"ipc://{directory}/workers"]
-            command += [*MDP_WORKER_ARGS, "--parent", str(os.getpid())]
+            worker_script = [str(WORKER_PY), "--connect", endpoint_for_workers, *MDP_WORKER_ARGS]
+            worker_script += ["--parent", str(os.getpid())]
         else:
-            command = [__file__, "--worker", f"ipc://{directory}/workers"]
-        children = [subprocess.Popen([sys.executable, *command]) for _ in range(workers)]
+            worker_script = [__file__, "--worker", endpoint_for_workers]
+        children = [subprocess.Popen([sys.executable, *worker_script]) for _ in range(workers)]
         frontend.bind(endpoint)
         print(f"Listening on {frontend.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
         ready: list[bytes] = []
