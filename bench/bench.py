@@ -69,6 +69,9 @@ class Settings:
     # The worker-process comparisons run 3 to 4 processes on 2 shared cores: longer
     # windows, so that one stall of the machine weighs less in any one measurement.
     processes_seconds: float = 2.0  # each zero-work measurement through worker processes
+    # One round of one target moved by up to 25 % against the next: the median of more
+    # rounds is what holds still.
+    processes_rounds: int = 9
     cpu_seconds: float = 3.0  # each CPU-bound measurement
     kill_seconds: float = 10.0  # the load run during which a worker is killed each second
 
@@ -87,6 +90,7 @@ QUICK = Settings(
     burst_rounds=1,
     burst_threads=False,
     processes_seconds=0.3,
+    processes_rounds=3,
     cpu_seconds=0.3,
     kill_seconds=2.0,
 )
@@ -303,9 +307,11 @@ def burst(settings: Settings) -> dict:
 
 
 def interleaved(settings: Settings, targets: dict, clients: int, seconds: float) -> dict:
-    """Alternating rate measurements of each target; medians per target."""
+    """Alternating rate measurements of each target (the worker-process phase's rounds);
+    medians per target."""
+    rounds = settings.processes_rounds
     runs: dict[str, list[dict]] = {name: [] for name in targets}
-    for round_ in range(settings.rounds):
+    for round_ in range(rounds):
         for name, target in targets.items():
             result = load(
                 target,
@@ -319,7 +325,7 @@ def interleaved(settings: Settings, targets: dict, clients: int, seconds: float)
             )
             runs[name].append(result)
             progress(
-                f"C={clients} round {round_ + 1}/{settings.rounds} {name}: "
+                f"C={clients} round {round_ + 1}/{rounds} {name}: "
                 f"{result['rps']:.0f} req/s, lost {result['lost']}"
             )
     return {
@@ -582,7 +588,7 @@ def report(settings: Settings, figures: dict) -> str:
         per_worker_ms = 2 * 1000 / bound["processes"]["rps"]
         lines += [
             "",
-            f"Worker processes: medians of {settings.rounds} interleaved rounds",
+            f"Worker processes: medians of {settings.processes_rounds} interleaved rounds",
             f"{'what':<44}{'req/s':>9}{'ratio':>8}{'server CPU us/req':>19}{'lost':>6}",
         ]
         for label, row, base in (
