@@ -306,10 +306,10 @@ def burst(settings: Settings) -> dict:
     return figures
 
 
-def interleaved(settings: Settings, targets: dict, clients: int, seconds: float) -> dict:
-    """Alternating rate measurements of each target (the worker-process phase's rounds);
-    medians per target."""
-    rounds = settings.processes_rounds
+def interleaved(
+    settings: Settings, targets: dict, clients: int, seconds: float, rounds: int
+) -> dict:
+    """rounds of alternating rate measurements of each target; medians per target."""
     runs: dict[str, list[dict]] = {name: [] for name in targets}
     for round_ in range(rounds):
         for name, target in targets.items():
@@ -350,7 +350,9 @@ def processes(settings: Settings) -> dict:
         "processes": server("--processes", "2", "--work-time", "0", workers=2),
     }
     try:
-        zero = interleaved(settings, targets, 100, settings.processes_seconds)
+        zero = interleaved(
+            settings, targets, 100, settings.processes_seconds, settings.processes_rounds
+        )
     finally:
         for target in targets.values():
             target.stop()
@@ -363,7 +365,7 @@ def processes(settings: Settings) -> dict:
         "processes": server("--processes", "2", "--handler", cpu, workers=2),
     }
     try:
-        bound = interleaved(settings, targets, 20, settings.cpu_seconds)
+        bound = interleaved(settings, targets, 20, settings.cpu_seconds, settings.processes_rounds)
     finally:
         for target in targets.values():
             target.stop()
