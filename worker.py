@@ -27,11 +27,9 @@ from collections.abc import Callable
 
 import zmq
 
-import handlers
-import mdp
-import wire
-from client import curve_keys
-from handlers import Handler
+from zmq_hello import handlers, mdp, wire
+from zmq_hello.cli import OneLineErrorParser, curve_keys
+from zmq_hello.handlers import Handler
 
 DEFAULT_CONNECT = "tcp://localhost:5556"
 DEFAULT_SERVICE = "hello"
@@ -182,11 +180,6 @@ def on_signal(signum: int, _frame: object) -> None:
         log.warning("%s again: exiting now", name)
         os._exit(1)
     stopped_by = name
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

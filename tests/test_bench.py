@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from harness import REPO
 
 
 @pytest.mark.timeout(170)

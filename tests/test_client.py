@@ -7,7 +7,7 @@ import socket
 import time
 
 import pytest
-from conftest import WAIT, dealer
+from harness import WAIT, dealer
 
 
 def free_port() -> int:

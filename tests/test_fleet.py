@@ -13,7 +13,7 @@ import time
 
 import pytest
 import zmq
-from conftest import ECHO, WAIT, ask, dealer, receive
+from harness import ECHO, WAIT, ask, dealer, receive
 
 HEARTBEAT = "0.2"  # seconds, for server and workers: failures show within a second
 W01, W02 = b"MDPW01", b"MDPW02"

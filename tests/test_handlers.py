@@ -6,7 +6,7 @@ import math
 import time
 
 import pytest
-from conftest import ECHO, ECHO_ASYNC, dealer, receive
+from harness import ECHO, ECHO_ASYNC, dealer, receive
 
 HANDLERS = "tests.sample_handlers"
 

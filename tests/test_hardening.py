@@ -18,7 +18,7 @@ import time
 
 import pytest
 import zmq
-from conftest import RELIABILITY, REPO, WAIT, Process, ask, dealer, receive
+from harness import REPO, WAIT, Process, ask, dealer, receive
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -84,7 +84,7 @@ def test_a_silent_connection_is_closed_after_the_handshake_interval(start_server
 
 
 @pytest.fixture(scope="module")
-def fuzz_target():
+def fuzz_target(record):
     """One server for all the fuzzing examples, with a ROUTER peer already connected."""
     process = Process(
         REPO / "server.py", "--bind", "tcp://127.0.0.1:*", "--work-time", "0", "--quiet"
@@ -108,14 +108,11 @@ def fuzz_target():
         assert receive(router) == [b"server", b"World"]
         stats = {"batches": 0, "messages": 0}
         yield process, endpoint, context, router, stats
-        RELIABILITY.append(
-            (
-                "fuzzing (hypothesis): random multipart messages, 1-24 frames of 0-300 "
-                "bytes, from DEALER and ROUTER peers",
-                stats["messages"],
-                "yes",
-                f"{stats['batches']} batches; after each a normal request was answered",
-            )
+        record(
+            "fuzzing (hypothesis): random multipart messages, 1-24 frames of 0-300 "
+            "bytes, from DEALER and ROUTER peers",
+            stats["messages"],
+            f"{stats['batches']} batches; after each a normal request was answered",
         )
     finally:
         process.kill()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler import Scheduler
+from zmq_hello.scheduler import Scheduler
 
 
 def test_a_lone_client_uses_every_free_slot():

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import zmq
-from conftest import ECHO, ECHO_ASYNC, SIGNALS, WAIT, dealer, receive
+from harness import ECHO, ECHO_ASYNC, SIGNALS, WAIT, dealer, receive
 
 
 def test_two_clients_are_both_answered(start_server, spawn):

@@ -7,8 +7,9 @@
   so a client waits at most one turn of each other client, never a whole queue.
 - Bounded: one client may have at most max_waiting requests waiting; add() refuses more.
 
-server.py uses it for thread and async workers (the slots are numbers) and for MDP
-worker processes (the slots are the workers' addresses, least recently used first).
+The thread and async runners take jobs with next() as their workers free up (the slots
+are their own); the MDP broker pairs jobs with workers through dispatch() (the slots are
+the workers' addresses, least recently used first).
 """
 
 from __future__ import annotations
@@ -53,18 +54,23 @@ class Scheduler(Generic[Slot, Job]):
         self.queued += 1
         return True
 
+    def next(self) -> Job:
+        """Take the next job in turn order (one must be waiting: check queued)."""
+        client = next(iter(self.waiting))
+        jobs = self.waiting.pop(client)
+        job = jobs.pop(0)
+        if jobs:
+            self.waiting[client] = jobs  # to the back of the turns
+        self.queued -= 1
+        return job
+
     def dispatch(self) -> list[tuple[Slot, Job]]:
         """Take jobs for free slots, client by client in turn: the (slot, job) to start."""
         started = []
         while self.free and self.waiting:
             slot = next(iter(self.free))
             del self.free[slot]
-            client = next(iter(self.waiting))
-            jobs = self.waiting.pop(client)
-            started.append((slot, jobs.pop(0)))
-            if jobs:
-                self.waiting[client] = jobs  # to the back of the turns
-        self.queued -= len(started)
+            started.append((slot, self.next()))
         return started
 
     def release(self, slot: Slot) -> None:

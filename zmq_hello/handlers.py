@@ -4,6 +4,10 @@ A handler takes the request body (bytes) and returns the reply body (bytes, or a
 sent as UTF-8). It may be a plain function or an `async def` one. server.py and
 worker.py both run handlers through call() and call_async() below, so a handler that
 raises, or returns something that is not bytes, gets the same error reply everywhere.
+
+A user's module is imported by name from the current directory first. This package
+takes no top-level name but its own, so a user's handlers.py (or scheduler.py, wire.py,
+and so on) is the one served.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-Handler = Callable[[bytes], bytes | str | Awaitable[bytes | str]]
+from zmq_hello.envelope import ERROR_PREFIX
 
-ERROR_PREFIX = b"ERROR: "
+Handler = Callable[[bytes], bytes | str | Awaitable[bytes | str]]
 
 log = logging.getLogger("handler")
 

@@ -1,0 +1,63 @@
+"""What a request and a reply are, with no sockets: the frames a ROUTER receives split
+into the route (routing id and envelope) and the body, and bytes shown in a log line.
+
+The route goes back unchanged in front of the reply, so every client kind is answered:
+a DEALER's envelope is empty, REQ's is [b""], and client.py's is [token, b""].
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+MAX_FRAMES = 16  # routing id + envelope + body; real envelopes have 0 to 4 frames
+LOG_BODY_BYTES = 60
+ERROR_PREFIX = b"ERROR: "
+
+
+class Request(NamedTuple):
+    """A client's request, as the poll loop hands it to a runner."""
+
+    route: list[bytes]  # [routing_id, *envelope]: returned in front of the reply
+    body: bytes
+    worker_died: bool = False  # a worker process died holding it once already
+
+    @property
+    def client(self) -> bytes:
+        """Whose request it is, for fair turns: the connection's routing id."""
+        return self.route[0]
+
+
+class Reply(NamedTuple):
+    """A reply on its way back to the client whose route it carries."""
+
+    route: list[bytes]
+    body: bytes
+    final: bool = True  # False for a worker's PARTIAL: more replies to the request follow
+
+
+def split_request(frames: list[bytes]) -> Request | None:
+    """[routing_id, *envelope, body] as a Request; None if malformed.
+
+    A non-empty envelope must end in the empty delimiter, as REQ and client.py send it.
+    """
+    if not 2 <= len(frames) <= MAX_FRAMES:
+        return None
+    *route, body = frames
+    if len(route) > 1 and route[-1]:
+        return None
+    return Request(route, body)
+
+
+def error_reply(route: list[bytes], why: str) -> Reply:
+    """The reply a client gets when its request cannot be answered: ERROR: why."""
+    return Reply(route, ERROR_PREFIX + why.encode())
+
+
+def printable(data: bytes, limit: int = LOG_BODY_BYTES) -> str:
+    """Bytes as one line of log text: escaped where not plain text, cut at limit."""
+    text = data[:limit].decode("utf-8", "backslashreplace")
+    if not text.isprintable():
+        text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    if len(data) > limit:
+        text += f"... ({len(data)} bytes)"
+    return text

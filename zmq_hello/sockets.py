@@ -1,0 +1,79 @@
+"""How server.py sets up its ROUTER sockets: the options every one gets (with the reason
+for each), CURVE with an authenticator, and which endpoints only this machine reaches."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+import zmq
+
+if TYPE_CHECKING:
+    import logging
+
+    from zmq.auth.thread import ThreadAuthenticator
+
+CLOSE_LINGER_MS = 1000  # how long replies still queued at exit may take to leave
+CLIENTS_ZAP_DOMAIN = "global"  # the authenticator's keys are looked up by the socket's domain
+WORKERS_ZAP_DOMAIN = "workers"  # the backend's: worker keys are not client keys
+
+
+def set_router_options(
+    router: zmq.Socket, max_message_size: int, zap_domain: str, heartbeat: float
+) -> None:
+    """Options for a server's ROUTER (the frontend, the backend), set before it binds."""
+    # Turn silent drops (peer gone, queue full) into errors that the loop logs.
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    # Cap each frame, or a peer announcing a huge frame makes libzmq reserve it.
+    router.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+    # Bounded, so that exit never hangs on a peer that stopped reading.
+    router.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
+    # Any ZAP domain makes libzmq refuse peers speaking the unversioned ZMTP 1.0, which
+    # it would otherwise parse out of any TCP client's bytes (a port scanner's, say).
+    router.setsockopt_string(zmq.ZAP_DOMAIN, zap_domain)
+    # Ping every peer; drop one that stays silent (frozen, or its network gone) for
+    # three intervals, or that has not finished its handshake by then. libzmq's I/O
+    # thread answers these pings, so a peer busy in Python code is not dropped.
+    interval_ms = round(heartbeat * 1000)
+    router.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
+    router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * interval_ms)
+    router.setsockopt(zmq.HANDSHAKE_IVL, 3 * interval_ms)
+
+
+def start_authenticator(context: zmq.Context, log: logging.Logger) -> ThreadAuthenticator:
+    """pyzmq's ZAP handler: without one, any peer that knows our public key gets in."""
+    # Imported only here: zmq.auth brings asyncio and ssl, 9 MB a server need not carry.
+    from zmq.auth.thread import ThreadAuthenticator
+
+    authenticator = ThreadAuthenticator(context, log=log.getChild("auth"))
+    authenticator.start()
+    return authenticator
+
+
+def enable_curve(
+    authenticator: ThreadAuthenticator, router: zmq.Socket, secret_file: str, keys_dir: str
+) -> None:
+    """Ironhouse: encrypt every connection to router, and accept only the peers whose
+    public keys are in keys_dir (as make_keys.py writes them). Others never get in."""
+    import zmq.auth
+
+    public, secret = zmq.auth.load_certificate(secret_file)
+    # Keys are looked up by the socket's ZAP domain: clients and workers have their own.
+    authenticator.configure_curve(
+        domain=router.getsockopt_string(zmq.ZAP_DOMAIN), location=keys_dir
+    )
+    router.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    router.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    router.setsockopt(zmq.CURVE_SERVER, 1)
+
+
+def is_local(endpoint: str) -> bool:
+    """Whether only this machine can reach endpoint (loopback TCP, ipc, inproc)."""
+    transport, _, address = endpoint.partition("://")
+    if transport != "tcp":
+        return transport in ("ipc", "inproc")
+    host = address.rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
