@@ -39,7 +39,6 @@ from zmq_hello.envelope import (
     ERROR_PREFIX,
     MAX_FRAMES,
     Reply,
-    error_reply,
     printable,
     split_request,
 )
@@ -140,20 +139,20 @@ class Server:
 
     def read_requests(self) -> None:
         """Read what is waiting, up to a batch: one hand-over to the workers serves it all."""
+        frontend, submit = self.frontend, self.runner.submit
         for _ in range(READ_BATCH):
             # Past MAX_FRAMES the rest is read but not kept: split_request() refuses it.
-            frames, frame_count = wire.receive(self.frontend, MAX_FRAMES + 1)
+            frames, frame_count = wire.receive(frontend, MAX_FRAMES + 1)
             request = split_request(frames)
             if request is None:
                 self.refuse(frames[0], frame_count)
-            elif self.runner.submit(request):
-                self.in_flight += 1
+            else:
                 if not self.quiet:
                     client, body = printable(request.route[0]), printable(request.body)
                     print(f"Received request from {client}: {body}", flush=True)
-            else:
-                self.deliver(error_reply(request.route, "too many requests from this client"))
-            if self.in_flight >= MAX_BACKLOG or not wire.readable(self.frontend):
+                self.in_flight += 1
+                self.deliver_all(submit(request))
+            if self.in_flight >= MAX_BACKLOG or not wire.readable(frontend):
                 break
         self.deliver_all(self.runner.flush())
 
@@ -165,28 +164,28 @@ class Server:
         log.warning(
             "malformed request from %s (%s): answered with an error", printable(routing_id), shape
         )
-        self.deliver(error_reply([routing_id], "malformed request"))
+        self.deliver([routing_id], ERROR_PREFIX + b"malformed request")
 
     def deliver_all(self, replies: list[Reply]) -> None:
-        for reply in replies:
-            self.deliver(reply)
-            self.in_flight -= reply.final
+        for route, body, final in replies:
+            self.deliver(route, body)
+            self.in_flight -= final
 
-    def deliver(self, reply: Reply) -> None:
+    def deliver(self, route: list[bytes], body: bytes) -> None:
         """Send without ever blocking the loop; a reply that cannot leave is logged."""
         try:
-            wire.send(self.frontend, [*reply.route, reply.body])
+            wire.send_routed(self.frontend, route, body)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EAGAIN:
                 reason = "its queue is full"
             else:
                 reason = "client is gone" if exc.errno == zmq.EHOSTUNREACH else exc.strerror
-            self.incidents.add(f"dropped a reply to {printable(reply.route[0])}: {reason}")
+            self.incidents.add(f"dropped a reply to {printable(route[0])}: {reason}")
             self.counts["dropped"] += 1
             return
-        self.counts["errors" if reply.body.startswith(ERROR_PREFIX) else "answered"] += 1
+        self.counts["errors" if body.startswith(ERROR_PREFIX) else "answered"] += 1
         if not self.quiet:
-            print(f"Sent reply to {printable(reply.route[0])}", flush=True)
+            print(f"Sent reply to {printable(route[0])}", flush=True)
 
     def report_incidents(self) -> None:
         """Once a second: accept failures from the monitor, and repeats of incidents."""

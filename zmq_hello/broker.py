@@ -29,6 +29,7 @@ import zmq
 
 from zmq_hello import mdp, wire
 from zmq_hello.envelope import Reply, Request, error_reply
+from zmq_hello.runners import NO_REPLIES, TOO_MANY
 from zmq_hello.scheduler import Scheduler
 from zmq_hello.supervisor import Supervisor
 
@@ -84,8 +85,10 @@ class Broker:
 
     # The Runner interface.
 
-    def submit(self, request: Request) -> bool:
-        return self.scheduler.add(request.route[0], request)
+    def submit(self, request: Request) -> list[Reply]:
+        if self.scheduler.add(request.route[0], request):
+            return NO_REPLIES
+        return [error_reply(request.route, TOO_MANY)]
 
     def flush(self) -> list[Reply]:
         # A loop: a worker found gone as a request is sent to it puts that request back.

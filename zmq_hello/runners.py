@@ -18,7 +18,7 @@ import threading
 from typing import TYPE_CHECKING, Protocol
 
 from zmq_hello import handlers
-from zmq_hello.envelope import Reply, Request
+from zmq_hello.envelope import Reply, Request, error_reply
 from zmq_hello.handlers import Handler
 from zmq_hello.scheduler import Scheduler
 
@@ -28,13 +28,18 @@ if TYPE_CHECKING:
     import zmq
 
 
+NO_REPLIES: list[Reply] = []  # shared, never appended to: most calls have none to give
+TOO_MANY = "too many requests from this client"
+
+
 class Runner(Protocol):
     """What the poll loop needs of a mode: requests in, replies out, a summary, a stop."""
 
     sockets: list[zmq.Socket]  # more sockets for the loop to poll (the broker's backend)
 
-    def submit(self, request: Request) -> bool:
-        """Take a request; False if its client already has too many waiting."""
+    def submit(self, request: Request) -> list[Reply]:
+        """Take a request; the replies ready at once: inline, its answer; for a client
+        with too many requests waiting already, an error."""
         ...
 
     def flush(self) -> list[Reply]:
@@ -112,9 +117,11 @@ class Pool:
         self.started = 0  # requests taken by a worker (under the lock)
         self.collected = 0  # replies handed to the loop (the loop's thread only)
 
-    def submit(self, request: Request) -> bool:
+    def submit(self, request: Request) -> list[Reply]:
         with self.lock:
-            return self.scheduler.add(request.route[0], request)
+            if self.scheduler.add(request.route[0], request):
+                return NO_REPLIES
+        return [error_reply(request.route, TOO_MANY)]
 
     def done(self, route: list[bytes], reply: bytes) -> None:
         self.finished.put(Reply(route, reply))
@@ -162,11 +169,11 @@ class Threads(Pool):
                 self.started += 1
             self.done(request.route, handlers.call(self.handler, request.body))
 
-    def submit(self, request: Request) -> bool:
-        if not super().submit(request):
-            return False
+    def submit(self, request: Request) -> list[Reply]:
+        if refused := super().submit(request):
+            return refused
         self.tokens.put(True)
-        return True
+        return NO_REPLIES
 
     def flush(self) -> list[Reply]:
         return []
@@ -242,26 +249,20 @@ class Inline:
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
-        self.taken: list[Request] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         if handlers.is_async(handler):
             import asyncio
 
             self.loop = asyncio.new_event_loop()
 
-    def submit(self, request: Request) -> bool:
-        self.taken.append(request)
-        return True
+    def submit(self, request: Request) -> list[Reply]:
+        if self.loop is None:
+            return [Reply(request.route, handlers.call(self.handler, request.body))]
+        reply = self.loop.run_until_complete(handlers.call_async(self.handler, request.body))
+        return [Reply(request.route, reply)]
 
     def flush(self) -> list[Reply]:
-        replies = [Reply(request.route, self.answer(request.body)) for request in self.taken]
-        self.taken.clear()
-        return replies
-
-    def answer(self, body: bytes) -> bytes:
-        if self.loop is None:
-            return handlers.call(self.handler, body)
-        return self.loop.run_until_complete(handlers.call_async(self.handler, body))
+        return NO_REPLIES
 
     def collect(self, ready: dict) -> list[Reply]:
         return []
