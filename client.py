@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 import zmq
 
@@ -58,7 +59,9 @@ def request(
                 on_try(attempt)
                 dealer.send_multipart([token, b"", body])
                 deadline = time.monotonic() + timeout
-                while (left := deadline - time.monotonic()) > 0 and dealer.poll(left * 1000):
+                while (left := deadline - time.monotonic()) > 0 and dealer.poll(
+                    int(left * 1000) + 1
+                ):
                     reply = dealer.recv_multipart()
                     if len(reply) == 3 and reply[0] == token and reply[1] == b"":
                         return reply[2]
@@ -80,7 +83,7 @@ def help_formatter(prog: str) -> argparse.HelpFormatter:
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -107,7 +110,7 @@ def curve_keys(
     (worker.py takes them too), None without them; a bad file is a usage error."""
     if bool(secret_file) != bool(server_file):
         parser.error("--curve-secret and --curve-server go together")
-    if not secret_file:
+    if not secret_file or not server_file:
         return None
     import zmq.auth  # only here: a plain run should not pay for importing it
 

@@ -130,7 +130,10 @@ def attend(
             wire.send(broker, mdp.build(framing, command, *frames))
 
     send(mdp.READY, service)
-    print(f"Worker ready for {service.decode()} at {broker.LAST_ENDPOINT.decode()}", flush=True)
+    print(
+        f"Worker ready for {service.decode()} at {broker.getsockopt_string(zmq.LAST_ENDPOINT)}",
+        flush=True,
+    )
     poller = zmq.Poller()
     poller.register(broker, zmq.POLLIN)
     poller.register(wake_reader, zmq.POLLIN)
@@ -138,7 +141,7 @@ def attend(
     next_heartbeat = time.monotonic() + heartbeat
     heard = False
     while True:
-        ready = dict(poller.poll(max(0, (next_heartbeat - time.monotonic()) * 1000)))
+        ready = dict(poller.poll(max(0, round((next_heartbeat - time.monotonic()) * 1000))))
         if wake_reader.fileno() in ready:
             with contextlib.suppress(BlockingIOError):
                 wake_reader.recv(64)

@@ -42,13 +42,13 @@ class Scheduler(Generic[Slot, Job]):
         and is never refused.
         """
         if first:
-            jobs = self.waiting.pop(client, None) or []
+            jobs = self.waiting.pop(client, [])
             jobs.insert(0, job)
             self.waiting = {client: jobs, **self.waiting}  # and the client's turn comes first
-        elif (jobs := self.waiting.get(client)) is None:
+        elif (waiting := self.waiting.get(client)) is None:
             self.waiting[client] = [job]  # a newcomer's turn comes after the others'
-        elif len(jobs) < self.max_waiting:
-            jobs.append(job)
+        elif len(waiting) < self.max_waiting:
+            waiting.append(job)
         else:
             return False
         self.queued += 1

@@ -58,6 +58,8 @@ def enable_curve(
     import zmq.auth
 
     public, secret = zmq.auth.load_certificate(secret_file)
+    if secret is None:  # parse_args() checked the file: this is a file changed since
+        raise ValueError(f"{secret_file} holds no secret key")
     # Keys are looked up by the socket's ZAP domain: clients and workers have their own.
     authenticator.configure_curve(
         domain=router.getsockopt_string(zmq.ZAP_DOMAIN), location=keys_dir

@@ -7,6 +7,8 @@ message costs a third as much. server.py, fleet.py and worker.py all send throug
 
 from __future__ import annotations
 
+from typing import cast
+
 import zmq
 from zmq.backend import Socket as CompiledSocket
 
@@ -54,4 +56,4 @@ def receive(socket: zmq.Socket, keep: int = 1_000_000) -> tuple[list[bytes], int
 
 def readable(socket: zmq.Socket) -> bool:
     """Whether a message is waiting: the check between the reads of a batch."""
-    return bool(socket.getsockopt(EVENTS) & POLLIN)
+    return bool(cast(int, socket.getsockopt(EVENTS)) & POLLIN)
