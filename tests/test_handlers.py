@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 import pytest
@@ -14,13 +13,10 @@ HANDLERS = "tests.sample_handlers"
 @pytest.mark.parametrize(
     "spec, says",
     [
+        # Every kind of bad spec is tested in-process (test_pure.py); these show that
+        # each reaches the user as one line and exit code 2.
         ("examples.echo", "expected MODULE:FUNCTION"),
-        (":handle", "expected MODULE:FUNCTION"),
-        ("examples.echo:", "expected MODULE:FUNCTION"),
-        ("no_such_module:handle", "no module named 'no_such_module'"),
-        ("examples.no_such_module:handle", "no module named 'examples.no_such_module'"),
         ("examples.echo:no_such_function", "module 'examples.echo' has no 'no_such_function'"),
-        (f"{HANDLERS}:NOT_CALLABLE", "'NOT_CALLABLE' is int, not a function"),
         ("tests.raises_on_import:handle", "importing 'tests.raises_on_import' raised"),
     ],
 )
@@ -74,24 +70,6 @@ def test_the_examples_are_served(start_server, run_client, spec, request_body, r
     assert result.stdout.splitlines()[-1] == f"Client 1 received reply: {reply}"
 
 
-@pytest.mark.parametrize(
-    "spec, body, error",
-    [
-        (ECHO_ASYNC, "boom", "handler failed (RuntimeError)"),
-        (f"{HANDLERS}:not_bytes", "x", "handler failed (TypeError)"),
-    ],
-)
-def test_handler_failures_become_error_replies(start_server, run_client, spec, body, error):
-    server = start_server("--handler", spec)
-    failed = run_client("b", body, "--connect", server.endpoint)
-    assert failed.returncode == 3
-    assert failed.stderr == f"client.py: the server answered with an error: {error}\n"
-    server.process.wait_for("handler failed on a request", "err")
-    if spec == ECHO_ASYNC:
-        served = run_client("next", "after", "--connect", server.endpoint)
-        assert served.returncode == 0 and "received reply: after" in served.stdout
-
-
 def test_an_async_handler_runs_a_thousand_requests_at_once_by_default(echo_server, context):
     """1000 requests each awaiting 0.5 s: about 0.5 s on one event loop, not 1000/16 x 0.5."""
     server = echo_server("--quiet", handler=ECHO_ASYNC)
@@ -109,31 +87,6 @@ def test_an_async_handler_runs_a_thousand_requests_at_once_by_default(echo_serve
             assert receive(each) == [b"0.5 wait"]
     elapsed = time.monotonic() - start
     assert 0.5 <= elapsed < 0.5 + 1.5, f"1000 x 0.5 s took {elapsed:.2f} s"
-
-
-@pytest.mark.parametrize("clients, workers", [(8, 4), (5, 2)])
-def test_workers_caps_async_calls_at_once(echo_server, context, clients, workers):
-    server = echo_server("--workers", str(workers), "--quiet", handler=ECHO_ASYNC)
-    dealers = [dealer(context, server.endpoint) for _ in range(clients)]
-    start = time.monotonic()
-    for each in dealers:
-        each.send(b"0.5 x")
-    for each in dealers:
-        assert receive(each) == [b"0.5 x"]
-    elapsed = time.monotonic() - start
-    ideal = math.ceil(clients / workers) * 0.5
-    assert ideal * 0.95 <= elapsed < ideal + 0.5, f"{elapsed:.3f} s against {ideal} s"
-
-
-def test_workers_0_runs_an_async_handler_inline(echo_server, context):
-    server = echo_server("--workers", "0", "--quiet", handler=ECHO_ASYNC)
-    dealers = [dealer(context, server.endpoint) for _ in range(3)]
-    start = time.monotonic()
-    for each in dealers:
-        each.send(b"0.2 x")
-    for each in dealers:
-        assert receive(each) == [b"0.2 x"]
-    assert time.monotonic() - start >= 3 * 0.2 * 0.95  # one at a time, in the loop
 
 
 @pytest.mark.parametrize("handler", [ECHO, ECHO_ASYNC], ids=["threads", "async"])

@@ -69,20 +69,62 @@ def test_bad_flags_are_one_line_and_exit_2(spawn, args):
     assert server.err[0].startswith("server.py: error:")
 
 
+KINDS = pytest.mark.parametrize("handler", [ECHO, ECHO_ASYNC], ids=["threads", "async"])
+
+
+@KINDS
 @pytest.mark.parametrize("clients, workers", [(8, 4), (5, 2)])
-def test_n_slow_requests_take_ceil_n_over_workers_rounds(start_server, context, clients, workers):
-    work_time = 0.5
-    server = start_server("--workers", str(workers), "--work-time", str(work_time), "--quiet")
+def test_n_slow_requests_take_ceil_n_over_workers_rounds(
+    echo_server, context, handler, clients, workers
+):
+    server = echo_server("--workers", str(workers), "--quiet", handler=handler)
     dealers = [dealer(context, server.endpoint) for _ in range(clients)]
     start = time.monotonic()
     for each in dealers:
-        each.send(b"Hello")
+        each.send(b"0.5 x")
     for each in dealers:
-        assert receive(each) == [b"World"]
+        assert receive(each) == [b"0.5 x"]
     elapsed = time.monotonic() - start
-    ideal = math.ceil(clients / workers) * work_time
+    ideal = math.ceil(clients / workers) * 0.5
     # Fewer rounds would mean more than --workers at once; one more round, a stall.
-    assert ideal * 0.95 <= elapsed < ideal + work_time, f"{elapsed:.3f} s against {ideal} s"
+    assert ideal * 0.95 <= elapsed < ideal + 0.5, f"{elapsed:.3f} s against {ideal} s"
+
+
+@KINDS
+def test_workers_0_runs_the_handler_inline(echo_server, context, handler):
+    server = echo_server("--workers", "0", "--quiet", handler=handler)
+    dealers = [dealer(context, server.endpoint) for _ in range(3)]
+    start = time.monotonic()
+    for each in dealers:
+        each.send(b"0.2 x")
+    for each in dealers:
+        assert receive(each) == [b"0.2 x"]
+    assert time.monotonic() - start >= 3 * 0.2 * 0.95  # one at a time, in the loop
+
+
+@pytest.mark.parametrize(
+    "handler, body, error",
+    [
+        (ECHO, "boom", "RuntimeError"),
+        (ECHO_ASYNC, "boom", "RuntimeError"),
+        ("tests.sample_handlers:not_bytes", "x", "TypeError"),
+    ],
+    ids=["threads", "async", "not-bytes"],
+)
+def test_a_failing_handler_gets_an_error_reply_and_the_next_is_served(
+    echo_server, run_client, handler, body, error
+):
+    server = echo_server(handler=handler)
+    failed = run_client("b", body, "--connect", server.endpoint)
+    assert failed.returncode == 3
+    assert (
+        failed.stderr == f"client.py: the server answered with an error: handler failed ({error})\n"
+    )
+    server.process.wait_for("handler failed on a request", "err")
+    server.process.wait_for(f"^{error}", "err")
+    if handler != "tests.sample_handlers:not_bytes":
+        served = run_client("next", "after", "--connect", server.endpoint)
+        assert served.returncode == 0 and "received reply: after" in served.stdout
 
 
 def test_an_idle_worker_takes_the_next_request(echo_server, context):
@@ -98,17 +140,6 @@ def test_an_idle_worker_takes_the_next_request(echo_server, context):
         assert receive(each) == [f"0.2 fast{i}".encode()]
     assert not slow.poll(0), "the slow request finished before the fast ones"
     assert receive(slow) == [b"3 slow"]
-
-
-def test_workers_0_runs_the_handler_inline(start_server, context):
-    server = start_server("--workers", "0", "--work-time", "0.2", "--quiet")
-    dealers = [dealer(context, server.endpoint) for _ in range(3)]
-    start = time.monotonic()
-    for each in dealers:
-        each.send(b"Hello")
-    for each in dealers:
-        assert receive(each) == [b"World"]
-    assert time.monotonic() - start >= 3 * 0.2 * 0.95  # one at a time, in the loop
 
 
 def test_quiet_prints_only_the_listening_line(start_server, run_client):
@@ -215,20 +246,7 @@ def test_a_client_that_leaves_before_its_reply_is_logged_at_once(start_server, c
     assert run_client("next", "--connect", server.endpoint).returncode == 0
 
 
-def test_handler_exception_becomes_an_error_reply(echo_server, run_client):
-    server = echo_server()
-    failed = run_client("b", "boom", "--connect", server.endpoint)
-    assert failed.returncode == 3
-    assert (
-        failed.stderr
-        == "client.py: the server answered with an error: handler failed (RuntimeError)\n"
-    )
-    server.process.wait_for("^RuntimeError: boom$", "err")
-    served = run_client("next", "after", "--connect", server.endpoint)
-    assert served.returncode == 0 and "received reply: after" in served.stdout
-
-
-@pytest.mark.parametrize("handler", [ECHO, ECHO_ASYNC], ids=["threads", "async"])
+@KINDS
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: s.name)
 def test_signal_finishes_requests_in_flight_then_exits_0(echo_server, context, signum, handler):
     server = echo_server(handler=handler)
@@ -250,7 +268,7 @@ def test_signal_finishes_requests_in_flight_then_exits_0(echo_server, context, s
     assert not late.poll(0)
 
 
-@pytest.mark.parametrize("handler", [ECHO, ECHO_ASYNC], ids=["threads", "async"])
+@KINDS
 def test_second_signal_exits_at_once(echo_server, context, handler):
     server = echo_server(handler=handler)
     stuck = dealer(context, server.endpoint, b"stuck")
