@@ -130,10 +130,10 @@ def attend(
             wire.send(broker, mdp.build(framing, command, *frames))
 
     send(mdp.READY, service)
-    print(
-        f"Worker ready for {service.decode()} at {broker.getsockopt_string(zmq.LAST_ENDPOINT)}",
-        flush=True,
-    )
+    endpoint = broker.getsockopt_string(zmq.LAST_ENDPOINT)
+    # One write for the whole line: local workers share the server's stdout, and print's
+    # separate write of the newline (unbuffered, as under PYTHONUNBUFFERED) interleaves.
+    print(f"Worker ready for {service.decode()} at {endpoint}\n", end="", flush=True)
     poller = zmq.Poller()
     poller.register(broker, zmq.POLLIN)
     poller.register(wake_reader, zmq.POLLIN)

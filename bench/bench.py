@@ -119,9 +119,9 @@ class Server:
         self.endpoint = line.split()[-1]
         self.pid = self.popen.pid
         for _ in range(workers):
-            if not self.popen.stdout.readline().startswith("Worker ready"):
+            if not (line := self.popen.stdout.readline()).startswith("Worker ready"):
                 self.stop()
-                raise SystemExit(f"bench: {script.name}'s workers did not start")
+                raise SystemExit(f"bench: {script.name}'s workers did not start: {line!r}")
 
     def rss_kib(self) -> int:
         with open(f"/proc/{self.pid}/status") as status:
