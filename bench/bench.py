@@ -7,9 +7,14 @@ load.py, a separate process. Measurements of the baseline and of server.py alter
 (A B A B ...) and every figure is a median, reported beside its ratio to the baseline's
 median, because a shared machine is noisy. Progress goes to stderr, the table to stdout.
 
-    python bench/bench.py               # about 75 seconds
+    python bench/bench.py               # about 5 minutes
     python bench/bench.py --quick       # a few seconds: keeps the benchmark working
     python bench/bench.py --json out.json
+    python bench/bench.py --only against --against 75994fd   # side by side with a commit
+
+--against REV (repeatable) runs the same figures on REV's server.py and client.py, from a
+git worktree made for the run, interleaved with this tree's: a restructuring is judged
+against the code before it, in the same run.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ EPHEMERAL = "tcp://127.0.0.1:*"
 TARGETS = {
     "inline_rps": 0.95,  # inline, zero work, C = 100: req/s at least this x the baseline
     "inline_cpu": 1.10,  # ... and server CPU per request at most this x the baseline
-    "workers_rps": 0.60,  # worker mode, zero work, C = 100
+    "workers_rps": 0.60,  # thread workers (--workers 4), zero work, C = 100
     "async_rps": 0.60,  # an async handler, zero work, C = 100
     "burst": 1.05,  # 1000 x 0.5 s async at most this x (0.5 s + the baseline's burst)
     "processes_rps": 0.90,  # --processes 2, zero work, C = 100, against lbbroker with 2 workers
@@ -49,6 +54,7 @@ TARGETS = {
     "slow_work": {4: 1.01, 16: 1.01, 100: 1.03},  # wall time at most this x the ideal
     "client": 1.15,  # client.py at most this x `python -c "import zmq"`
     "memory": 1.02,  # RSS added by 1000 idle clients at most this x the baseline's
+    "against_rps": 0.95,  # each figure at least this x the same figure for --against REV
 }
 
 
@@ -104,9 +110,11 @@ class Server:
     """A server process started on an ephemeral port; stopped by its pid at the end."""
 
     def __init__(self, script: Path, *args: str, workers: int = 0, stderr=None) -> None:
-        """workers: how many 'Worker ready' lines (from --processes) to wait for."""
+        """workers: how many 'Worker ready' lines (from --processes) to wait for. It runs
+        in its script's directory, so that --handler finds that tree's modules first."""
         self.popen = subprocess.Popen(
             [sys.executable, str(script), *args],
+            cwd=script.parent,
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             stderr=stderr,
@@ -173,7 +181,7 @@ def throughput(settings: Settings) -> dict:
     servers = {
         "baseline": baseline(),
         "inline": server("--workers", "0", "--work-time", "0"),
-        "workers": server("--work-time", "0"),
+        "workers": server("--workers", "4", "--work-time", "0"),
         "async": server("--handler", "bench.handlers:world_async"),
     }
     runs: dict[tuple[str, int], list[dict]] = {}
@@ -334,6 +342,7 @@ def interleaved(
             "cpu_us_per_request": median([result["cpu_us_per_request"] for result in results]),
             "p50_ms": median([result["p50_ms"] for result in results]),
             "lost": sum(result["lost"] for result in results),
+            "rounds": [result["rps"] for result in results],
         }
         for name, results in runs.items()
     }
@@ -437,31 +446,99 @@ def kill_loop(settings: Settings) -> dict:
     return figures
 
 
+def against(settings: Settings, rev: str) -> dict:
+    """The same figures for this tree and for REV (a git worktree), interleaved: threads,
+    inline and async at zero work, --processes 2 at zero work and CPU-bound, client.py.
+    Figures REV's server.py cannot run (no --handler, no --processes) are left out."""
+    checkout = Path(tempfile.mkdtemp(prefix="bench-against-"))
+    git = ["git", "-C", str(HERE.parent)]
+    subprocess.run(
+        [*git, "worktree", "add", "--detach", str(checkout), rev], check=True, capture_output=True
+    )
+    try:
+        help_text = subprocess.run(
+            [sys.executable, str(checkout / "server.py"), "--help"], capture_output=True, text=True
+        ).stdout
+        figures = [
+            (
+                "threads (--workers 4), zero work, C=100",
+                ["--workers", "4", "--work-time", "0"],
+                100,
+            ),
+            ("inline, zero work, C=100", ["--workers", "0", "--work-time", "0"], 100),
+        ]
+        if "--handler" in help_text:
+            figures.append(
+                ("async, zero work, C=100", ["--handler", "bench.handlers:world_async"], 100)
+            )
+        if "--processes" in help_text:
+            figures += [
+                ("--processes 2, zero work, C=100", ["--processes", "2", "--work-time", "0"], 100),
+                (
+                    "--processes 2, examples/cpu.py, C=20",
+                    ["--processes", "2", "--handler", "examples.cpu:handle"],
+                    20,
+                ),
+            ]
+        rows = {}
+        for label, args, clients in figures:
+            workers = 2 if "--processes" in args else 0
+            seconds, rounds = settings.seconds, settings.rounds
+            if workers:
+                seconds = settings.cpu_seconds if clients == 20 else settings.processes_seconds
+                rounds = settings.processes_rounds
+            targets = {
+                "this": Server(SERVER, "--bind", EPHEMERAL, "--quiet", *args, workers=workers),
+                rev: Server(
+                    checkout / "server.py", "--bind", EPHEMERAL, "--quiet", *args, workers=workers
+                ),
+            }
+            try:
+                rows[label] = interleaved(settings, targets, clients, seconds, rounds)
+            finally:
+                for target in targets.values():
+                    target.stop()
+            rows[label]["ratio"] = rows[label]["this"]["rps"] / rows[label][rev]["rps"]
+        rows["client"] = client_startup(settings, {"this": CLIENT, rev: checkout / "client.py"})
+        rows["client"]["ratio"] = rows["client"][rev]["ms"] / rows["client"]["this"]["ms"]
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(checkout)], capture_output=True)
+    return {"rev": rev, "rows": rows, "lost": lost(rows)}
+
+
 def timed(command: list[str]) -> tuple[float, int]:
     start = time.perf_counter()
     code = subprocess.run(command, capture_output=True, timeout=60).returncode
     return time.perf_counter() - start, code
 
 
-def client_startup(settings: Settings) -> dict:
-    """client.py per invocation against `python -c "import zmq"`, interleaved."""
+def client_startup(settings: Settings, clients: dict[str, Path] | None = None) -> dict:
+    """client.py per invocation against `python -c "import zmq"`, interleaved; with
+    clients (name -> script), each of them in turn, and the ratio of the first."""
+    clients = clients or {"client": CLIENT}
     target = server("--workers", "0", "--work-time", "0")
-    client_times, import_times, failed = [], [], 0
+    times: dict[str, list[float]] = {name: [] for name in [*clients, "import zmq"]}
+    failed = 0
     try:
         for _ in range(settings.client_runs):
-            seconds, code = timed([sys.executable, str(CLIENT), "1", "--connect", target.endpoint])
-            client_times.append(seconds)
-            failed += code != 0
-            import_times.append(timed([sys.executable, "-c", "import zmq"])[0])
+            for name, script in clients.items():
+                seconds, code = timed(
+                    [sys.executable, str(script), "1", "--connect", target.endpoint]
+                )
+                times[name].append(seconds)
+                failed += code != 0
+            times["import zmq"].append(timed([sys.executable, "-c", "import zmq"])[0])
     finally:
         target.stop()
-    client_ms = 1000 * statistics.median(client_times)
-    import_ms = 1000 * statistics.median(import_times)
-    progress(f"client.py {client_ms:.1f} ms, import zmq {import_ms:.1f} ms, failed {failed}")
+    medians = {name: 1000 * statistics.median(values) for name, values in times.items()}
+    spread = {name: (1000 * min(values), 1000 * max(values)) for name, values in times.items()}
+    progress(f"{', '.join(f'{name} {ms:.1f} ms' for name, ms in medians.items())}; failed {failed}")
+    first = next(iter(clients))
     return {
-        "client_ms": client_ms,
-        "import_zmq_ms": import_ms,
-        "ratio": client_ms / import_ms,
+        **{name: {"ms": ms, "spread_ms": spread[name]} for name, ms in medians.items()},
+        "client_ms": medians[first],
+        "import_zmq_ms": medians["import zmq"],
+        "ratio": medians[first] / medians["import zmq"],
         "lost": failed,
     }
 
@@ -526,6 +603,11 @@ def verdict(value: float | None, target: str = "", limit: float | None = None) -
     met = value >= limit if at_least else value <= limit
     sign = ">=" if at_least else "<="
     return f"{value:.3f}x (target {sign} {limit:.2f}: {'met' if met else 'NOT met'})"
+
+
+def spread(row: dict) -> str:
+    """A median req/s with its lowest and highest round: '41,200 [38,100-45,900]'."""
+    return f"{row['rps']:,.0f} [{min(row['rounds']):,.0f}-{max(row['rounds']):,.0f}]"
 
 
 def report(settings: Settings, figures: dict) -> str:
@@ -652,6 +734,32 @@ def report(settings: Settings, figures: dict) -> str:
             f"server.py {mem['server_idle_kib']} KiB +{mem['server_added_kib']} KiB",
         ]
         targets.append(f"memory added per client / baseline: {verdict(mem['ratio'], 'memory')}")
+    for side in figures.get("against", []):
+        rev = side["rev"]
+        lines += [
+            "",
+            f"Against {rev} (a git worktree), side by side: medians of {settings.rounds} "
+            f"interleaved rounds ({settings.processes_rounds} for worker processes) "
+            "[lowest - highest]",
+            f"{'figure':<42}{'this req/s':>24}{rev + ' req/s':>24}{'ratio':>7}{'CPU ratio':>10}",
+        ]
+        for label, row in side["rows"].items():
+            if label == "client":
+                continue
+            this, base = row["this"], row[rev]
+            cpu = this["cpu_us_per_request"] / base["cpu_us_per_request"]
+            lines.append(
+                f"{label:<42}{spread(this):>24}{spread(base):>24}{row['ratio']:>7.2f}{cpu:>10.2f}"
+            )
+            targets.append(f"{label}, this / {rev}: {verdict(row['ratio'], 'against_rps')}")
+        client = side["rows"]["client"]
+        lines.append(
+            f"{'client.py per invocation (ms, lower is better)':<42}"
+            f"{client['this']['ms']:>24.1f}{client[rev]['ms']:>24.1f}{client['ratio']:>7.2f}"
+        )
+        targets.append(
+            f"client.py speed, {rev} time / this time: {verdict(client['ratio'], 'against_rps')}"
+        )
     targets.append(f"lost or timed-out replies: {figures['lost']} (target 0)")
     lines += ["", "Targets (ratios of this run's medians)"]
     if settings == QUICK:
@@ -670,8 +778,16 @@ def main() -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     parser.add_argument(
         "--only",
-        choices=["throughput", "slow_work", "burst", "processes", "kill", "client", "memory"],
+        choices=["throughput", "slow_work", "burst", "processes", "kill", "client", "memory"]
+        + ["against"],
         help="run one phase",
+    )
+    parser.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="REV",
+        help="also measure the same figures on git revision REV, side by side (repeatable)",
     )
     args = parser.parse_args()
     settings = QUICK if args.quick else Settings()
@@ -695,7 +811,14 @@ def main() -> int:
             phase_started = time.monotonic()
             figures[name] = phase(settings)
             progress(f"{name} took {time.monotonic() - phase_started:.0f} s")
+    if args.only in (None, "against"):
+        figures["against"] = []
+        for rev in args.against:
+            phase_started = time.monotonic()
+            figures["against"].append(against(settings, rev))
+            progress(f"against {rev} took {time.monotonic() - phase_started:.0f} s")
     figures["lost"] = sum(lost(figures.get(name, {})) for name in phases)
+    figures["lost"] += sum(side["lost"] for side in figures.get("against", []))
     figures["seconds"] = time.monotonic() - started
     print(report(settings, figures))
     if args.json:
