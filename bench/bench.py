@@ -126,8 +126,13 @@ class Server:
             raise SystemExit(f"bench: {script.name} did not start: {line!r}")
         self.endpoint = line.split()[-1]
         self.pid = self.popen.pid
-        for _ in range(workers):
-            if not (line := self.popen.stdout.readline()).startswith("Worker ready"):
+        ready = 0
+        while ready < workers:
+            # Counted, not matched line by line: older worker.py versions wrote their ready
+            # line in two writes, which interleave when two workers start at once.
+            line = self.popen.stdout.readline()
+            ready += line.count("Worker ready")
+            if not line or not (line.strip() == "" or "Worker ready" in line):
                 self.stop()
                 raise SystemExit(f"bench: {script.name}'s workers did not start: {line!r}")
 
