@@ -773,6 +773,27 @@ def report(settings: Settings, figures: dict) -> str:
     return "\n".join(lines).lstrip("\n")
 
 
+BEGIN, END = "<!-- begin benchmark -->", "<!-- end benchmark -->"
+
+
+def write_markdown(path: Path, text: str, command: str) -> None:
+    """Put the report between path's markers, with the command and the commit."""
+    git = ["git", "-C", str(HERE.parent)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    changed = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout.strip()
+    where = commit.stdout.strip() + (" with uncommitted changes" if changed else "")
+    block = [BEGIN, f"Commit {where}, {time.strftime('%Y-%m-%d')}: `{command}`", "", "```"]
+    block += [text, "```", END]
+    head, begin, rest = path.read_text().partition(BEGIN)
+    _, end, tail = rest.partition(END)
+    if not (begin and end):
+        raise SystemExit(f"bench: {path} has no {BEGIN} ... {END} markers")
+    path.write_text(head + "\n".join(block) + tail)
+    progress(f"report written into {path}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description="Benchmark server.py against the tutorial's fixed loop."
@@ -781,6 +802,12 @@ def main() -> int:
         "--quick", action="store_true", help="a few seconds, small loads (for tests)"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    parser.add_argument(
+        "--markdown",
+        metavar="FILE",
+        help="also write the report into FILE (docs/performance.md), between its begin and "
+        "end markers, with the command and the commit it ran on",
+    )
     parser.add_argument(
         "--only",
         choices=["throughput", "slow_work", "burst", "processes", "kill", "client", "memory"]
@@ -825,7 +852,11 @@ def main() -> int:
     figures["lost"] = sum(lost(figures.get(name, {})) for name in phases)
     figures["lost"] += sum(side["lost"] for side in figures.get("against", []))
     figures["seconds"] = time.monotonic() - started
-    print(report(settings, figures))
+    text = report(settings, figures)
+    print(text)
+    if args.markdown:
+        shown = [arg for arg in sys.argv[1:] if arg not in ("--markdown", args.markdown)]
+        write_markdown(Path(args.markdown), text, " ".join(["python bench/bench.py", *shown]))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
     progress(f"done in {figures['seconds']:.0f} s")

@@ -228,9 +228,12 @@ class Tasks(Pool):
         reply = await handlers.call_async(self.handler, request.body)
         self.running -= 1
         self.done(request.route, reply)
-        with self.lock:
-            if self.scheduler.queued:
-                self.start(self.scheduler.next())
+        # Unlocked first, as flush() reads running: a request added after this read
+        # finds running already lowered, and flush() starts it.
+        if self.scheduler.queued:
+            with self.lock:
+                if self.scheduler.queued:
+                    self.start(self.scheduler.next())
 
     def describe(self) -> str:
         return f"{self.count} tasks, {self.busy()} busy"
