@@ -83,6 +83,8 @@ def help_formatter(prog: str) -> argparse.HelpFormatter:
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line and exit code 2."""
+
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 

@@ -60,6 +60,8 @@ TARGETS = {
 
 @dataclass
 class Settings:
+    """How long and how often each phase measures (QUICK below: a smoke run)."""
+
     rounds: int = 5
     seconds: float = 0.6  # each throughput measurement
     warmup: float = 0.2

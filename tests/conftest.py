@@ -1,6 +1,6 @@
 """The tests' fixtures: processes started through them are killed when a test ends,
 whatever its outcome. The harness they use is in harness.py; the reliability table is
-the plugin in reliability.py."""
+the plugin in reliability.py (loaded from pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 import zmq
 from harness import ECHO, EPHEMERAL, REPO, Process, Server
-
-pytest_plugins = ["reliability"]
 
 
 @pytest.fixture

@@ -112,6 +112,8 @@ class Process:
 
 
 class Server:
+    """A started server.py: its Process, and the endpoint and port it printed."""
+
     def __init__(self, process: Process, endpoint: str) -> None:
         self.process = process
         self.endpoint = endpoint

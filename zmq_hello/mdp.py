@@ -67,6 +67,8 @@ FRAMINGS = {(header, empty): Framing(header, empty) for header in CODES for empt
 
 
 class Message(NamedTuple):
+    """One parsed worker message: how it was framed, its command, and its frames."""
+
     framing: Framing
     command: str
     address: bytes  # REQUEST, PARTIAL, FINAL: the client's address; READY: the service
