@@ -55,6 +55,8 @@ def request(
                 dealer.setsockopt(zmq.ROUTING_ID, routing_id)
                 if curve:
                     dealer.curve_publickey, dealer.curve_secretkey, dealer.curve_serverkey = curve
+                if endpoint.startswith("tcp://["):  # an IPv6 literal: refused without IPV6
+                    dealer.setsockopt(zmq.IPV6, 1)
                 dealer.connect(endpoint)
                 on_try(attempt)
                 dealer.send_multipart([token, b"", body])

@@ -21,14 +21,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import resource
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 import zmq
 
@@ -43,16 +44,19 @@ from zmq_hello.envelope import (
     split_request,
 )
 from zmq_hello.incidents import Incidents
+from zmq_hello.output import say
 from zmq_hello.runners import Inline, Runner, Tasks, Threads, Waker
 from zmq_hello.sockets import (
     CLIENTS_ZAP_DOMAIN,
+    DEFAULT_MAX_REPLY_SIZE,
     WORKERS_ZAP_DOMAIN,
+    bind,
     enable_curve,
     is_local,
     set_router_options,
     start_authenticator,
 )
-from zmq_hello.supervisor import Supervisor
+from zmq_hello.supervisor import SOCKET_NAME, Supervisor, private_directory
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 # Threads that wait (on a database, a disk, another service) cost next to nothing, so
@@ -65,6 +69,10 @@ DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_HEARTBEAT = 1.0  # seconds: a frozen or vanished client is dropped within 3 to 4
 DEFAULT_SERVICE = "hello"
 DEFAULT_WORKER_HEARTBEAT = 2.5  # seconds, MDP's customary interval
+DEFAULT_GRACEFUL_TIMEOUT = 30.0  # seconds, as systemd's and Kubernetes' own stop grace
+# Signals that stop the server: a terminal closing (SIGHUP) is a stop like any other.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+BACKSTOP_SECONDS = 1.0  # past the deadline, for a loop stuck in an inline handler
 POLL_INTERVAL_MS = 1000  # a safety net only: workers and signals wake the poll at once
 MAX_WAITING = 64  # requests one client may have waiting while every worker is busy
 MAX_BACKLOG = 10_000  # requests taken and not yet answered, before the loop stops reading
@@ -74,8 +82,9 @@ log = logging.getLogger("server")
 
 
 class Server:
-    """Answers requests on a bound ROUTER until SIGINT or SIGTERM, then finishes those
-    taken. Only this thread touches the frontend (ZeroMQ sockets are not thread safe).
+    """Answers requests on a bound ROUTER until a stop signal, then finishes those taken,
+    waiting at most graceful_timeout seconds for them. Only this thread touches the
+    frontend (ZeroMQ sockets are not thread safe).
 
     Bounds: a client may have MAX_WAITING requests waiting; past that its requests are
     answered at once with an error. When MAX_BACKLOG requests are taken and unanswered,
@@ -83,39 +92,45 @@ class Server:
     """
 
     def __init__(
-        self, frontend: zmq.Socket, runner: Runner, waker: Waker, incidents: Incidents, quiet: bool
+        self,
+        frontend: zmq.Socket,
+        runner: Runner,
+        waker: Waker,
+        incidents: Incidents,
+        quiet: bool,
+        graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
     ) -> None:
         self.frontend = frontend
         self.runner = runner
         self.waker = waker
         self.incidents = incidents
         self.quiet = quiet
+        self.graceful_timeout = graceful_timeout
         self.in_flight = 0  # requests taken and not yet answered: this loop counts them
         self.counts: Counter[str] = Counter()  # answered, error replies, dropped replies
         self.stopped_by = ""  # the signal that asked the server to stop
+        self.deadline = float("inf")  # when requests still in flight are abandoned
         self.summary_requested = False
 
-    def serve(self) -> None:
+    def serve(self) -> int:
+        """The poll loop; 0 once every request taken is answered, 1 if some were abandoned."""
         poller = zmq.Poller()
         poller.register(self.frontend, zmq.POLLIN)
         poller.register(self.waker.fd, zmq.POLLIN)
         for socket in self.runner.sockets:
             poller.register(socket, zmq.POLLIN)
-        print(f"Listening on {self.frontend.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
+        say(f"Listening on {self.frontend.getsockopt_string(zmq.LAST_ENDPOINT)}")
 
         accepting = reading = True
         next_report = 0.0
         while accepting or self.in_flight:
-            ready = dict(poller.poll(self.runner.wait_ms(POLL_INTERVAL_MS)))
+            ready = dict(poller.poll(self.wait_ms()))
             if self.waker.fd in ready:
                 self.waker.clear()
             # Replies first: workers they free take waiting requests before more are read.
             self.deliver_all(self.runner.collect(ready))
-            if self.summary_requested:
-                self.summary_requested = False
-                log.info("%s", self.summary())
-            if time.monotonic() >= next_report:
-                self.report_incidents()
+            if time.monotonic() >= next_report or self.summary_requested:
+                self.report()
                 next_report = time.monotonic() + 1
 
             if self.stopped_by and accepting:
@@ -125,17 +140,41 @@ class Server:
                     self.stopped_by,
                     self.in_flight,
                 )
+            if not accepting:
+                self.deliver_all(self.runner.unservable())
+                if self.in_flight and time.monotonic() >= self.deadline:
+                    return self.abandon()
             if reading != (accepting and self.in_flight < MAX_BACKLOG):
                 reading = not reading
                 poller.register(self.frontend, zmq.POLLIN if reading else 0)  # 0 unregisters
             if reading and self.frontend in ready:
                 self.read_requests()
-            if not accepting:
-                self.deliver_all(self.runner.unservable())
 
+        signal.setitimer(signal.ITIMER_REAL, 0)  # the backstop: nothing is left to wait for
         self.incidents.report_repeats(final=True)
         self.runner.stop()
         log.info("%s", self.summary())
+        return 0
+
+    def wait_ms(self) -> int:
+        """How long the poll may wait: until the runner has work, or the deadline."""
+        longest = POLL_INTERVAL_MS
+        if self.stopped_by:
+            longest = max(0, min(longest, math.ceil((self.deadline - time.monotonic()) * 1000)))
+        return self.runner.wait_ms(longest)
+
+    def abandon(self) -> int:
+        """The grace is over: what is still in flight is dropped, and workers ended."""
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        log.warning(
+            "%d requests still in flight after %g s (--graceful-timeout): abandoned, exiting",
+            self.in_flight,
+            self.graceful_timeout if self.stopped_by != "SIGQUIT" else 0,
+        )
+        self.incidents.report_repeats(final=True)
+        self.runner.abandon()
+        log.info("%s", self.summary())
+        return 1
 
     def read_requests(self) -> None:
         """Read what is waiting, up to a batch: one hand-over to the workers serves it all."""
@@ -149,7 +188,7 @@ class Server:
             else:
                 if not self.quiet:
                     client, body = printable(request.route[0]), printable(request.body)
-                    print(f"Received request from {client}: {body}", flush=True)
+                    self.quiet = not say(f"Received request from {client}: {body}")
                 self.in_flight += 1
                 self.deliver_all(submit(request))
             if self.in_flight >= MAX_BACKLOG or not wire.readable(frontend):
@@ -185,10 +224,14 @@ class Server:
             return
         self.counts["errors" if body.startswith(ERROR_PREFIX) else "answered"] += 1
         if not self.quiet:
-            print(f"Sent reply to {printable(route[0])}", flush=True)
+            self.quiet = not say(f"Sent reply to {printable(route[0])}")
 
-    def report_incidents(self) -> None:
-        """Once a second: accept failures from the monitor, and repeats of incidents."""
+    def report(self) -> None:
+        """Once a second: accept failures from the monitor, repeats of incidents, and the
+        summary if SIGUSR1 asked for it."""
+        if self.summary_requested:
+            self.summary_requested = False
+            log.info("%s", self.summary())
         while self.monitor.poll(0):
             # [event (uint16), value (uint32)], endpoint: parsed here, as pyzmq's own
             # parser lives in a module that imports asyncio (8.6 MB more to carry).
@@ -209,16 +252,25 @@ class Server:
         name = signal.Signals(signum).name
         if signum == signal.SIGUSR1:
             self.summary_requested = True
-        elif self.stopped_by:
-            log.warning("%s again: exiting now, %d replies abandoned", name, self.in_flight)
+        elif self.stopped_by or signum == signal.SIGALRM:
+            # A second signal, or the backstop: the loop itself may be stuck (an inline
+            # handler that never returns), so exit from here.
+            why = "the --graceful-timeout backstop" if signum == signal.SIGALRM else f"{name} again"
+            log.warning("%s: exiting now, %d replies abandoned", why, self.in_flight)
             os._exit(1)
         else:
+            # SIGQUIT is the quick stop (as for gunicorn): nothing in flight is waited for.
+            grace = 0.0 if signum == signal.SIGQUIT else self.graceful_timeout
             self.stopped_by = name
+            self.deadline = time.monotonic() + grace
+            # The loop abandons what is left at the deadline; the timer is for a loop
+            # that cannot get there (an inline handler that never returns).
+            signal.setitimer(signal.ITIMER_REAL, grace + BACKSTOP_SECONDS)
 
     @contextlib.contextmanager
-    def signals_and_monitor(self):
+    def signals_and_monitor(self) -> Iterator[None]:
         """While serving: signals handled (they wake the poll), accept failures watched."""
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        for signum in STOP_SIGNALS + (signal.SIGUSR1, signal.SIGALRM):
             signal.signal(signum, self.on_signal)
         signal.set_wakeup_fd(self.waker.writer.fileno(), warn_on_full_buffer=False)
         # libzmq retries a failed accept (out of file descriptors, say) without a word; its
@@ -249,7 +301,8 @@ def make_runner(
         pool = Tasks if handlers.is_async(args.handler) else Threads
         return pool(args.handler, args.workers, MAX_WAITING, waker)
     backend = cleanup.enter_context(context.socket(zmq.ROUTER))
-    set_router_options(backend, args.max_message_size, WORKERS_ZAP_DOMAIN, args.worker_heartbeat)
+    # Workers' frames get their own cap: a reply may be far larger than a request.
+    set_router_options(backend, args.max_reply_size, WORKERS_ZAP_DOMAIN, args.worker_heartbeat)
     # A worker that reconnects with its id (worker.py keeps host/pid) takes it over at
     # once, instead of being ignored while its old connection lingers.
     backend.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -257,26 +310,26 @@ def make_runner(
         enable_curve(authenticator, backend, args.curve_secret, args.curve_workers)  # type: ignore[arg-type]
     supervisor = None
     if args.processes:
-        # mkdtemp makes a directory only this user can open: the socket in it is private.
-        directory = tempfile.mkdtemp(prefix="zmq-hello-")
+        directory = private_directory()
         cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
-        private = f"ipc://{directory}/workers"
+        private = f"ipc://{directory / SOCKET_NAME}"
         backend.bind(private)
         worker_args = ["--connect", private, "--service", args.service]
         worker_args += ["--heartbeat", str(args.worker_heartbeat)]
+        worker_args += ["--max-reply-size", str(args.max_reply_size)]
         worker_args += ["--handler", args.handler_spec] if args.handler_spec else []
         if args.work_time is not None:
             worker_args += ["--work-time", str(args.work_time)]
-        supervisor = Supervisor(args.processes, worker_args)
+        supervisor = Supervisor(args.processes, worker_args, incidents, args.max_requests)
     if args.backend:
-        backend.bind(args.backend)
-        print(f"Workers connect to {backend.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
+        bind(backend, args.backend)
+        say(f"Workers connect to {backend.getsockopt_string(zmq.LAST_ENDPOINT)}")
     return Broker(
         backend,
         args.service.encode(),
         args.worker_heartbeat,
         MAX_WAITING,
-        incidents.add,
+        incidents,
         supervisor,
     )
 
@@ -284,8 +337,9 @@ def make_runner(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineErrorParser(
         description="A ZeroMQ ROUTER server: answers each client on its own connection.",
-        epilog="SIGINT or SIGTERM: stop taking requests, finish those taken, exit 0. "
-        "A second signal exits at once.",
+        epilog="SIGINT, SIGTERM or SIGHUP: stop taking requests, finish those taken (waiting "
+        "at most --graceful-timeout), exit 0 (1 if some were abandoned). SIGQUIT: the same "
+        "without waiting. A second signal exits at once. SIGUSR1: log a summary.",
     )
     parser.add_argument(
         "--bind",
@@ -324,6 +378,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"handshake takes longer (default {DEFAULT_HEARTBEAT:g})",
     )
     parser.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=DEFAULT_GRACEFUL_TIMEOUT,
+        metavar="SECONDS",
+        help=f"after a stop signal, wait at most this long for the requests in flight, then "
+        f"abandon them and exit 1, local worker processes killed (default "
+        f"{DEFAULT_GRACEFUL_TIMEOUT:g})",
+    )
+    parser.add_argument(
         "--curve-secret",
         metavar="FILE",
         help="encrypt with CURVE using this server secret key file (from make_keys.py); "
@@ -340,6 +403,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check_workers(parser, args)
     if not args.heartbeat >= 0.01:
         parser.error("--heartbeat must be at least 0.01 seconds")
+    if not args.graceful_timeout >= 0:
+        parser.error("--graceful-timeout must be 0 or more seconds")
     if args.max_message_size < 1024:
         parser.error("--max-message-size must be at least 1024 (ZeroMQ's handshake needs room)")
     args.handler_spec = args.handler
@@ -382,6 +447,22 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"heartbeat interval with workers; an idle worker silent for 3 is dead "
         f"(default {DEFAULT_WORKER_HEARTBEAT})",
+    )
+    group.add_argument(
+        "--max-reply-size",
+        type=int,
+        default=DEFAULT_MAX_REPLY_SIZE,
+        metavar="BYTES",
+        help=f"largest frame a worker may send (a reply); local workers answer ERROR: reply "
+        f"too large in place of a larger one (default {DEFAULT_MAX_REPLY_SIZE})",
+    )
+    group.add_argument(
+        "--max-requests",
+        type=count,
+        default=0,
+        metavar="N",
+        help="replace each local worker process after it has answered about N requests "
+        "(with a little jitter), to bound a handler that leaks (default 0: never)",
     )
     group.add_argument(
         "--curve-workers",
@@ -436,6 +517,13 @@ def check_workers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             parser.error("--worker-heartbeat must be at least 0.01 seconds")
         if not 1 <= len(args.service.encode()) <= 255:
             parser.error("--service must be 1 to 255 bytes")
+        if args.max_reply_size < 1024:
+            parser.error("--max-reply-size must be at least 1024")
+    if args.max_requests and not args.processes:
+        parser.error(
+            "--max-requests is for local worker processes (--processes); give it to "
+            "worker.py for remote ones"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -457,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
                 cleanup.callback(authenticator.stop)
                 enable_curve(authenticator, frontend, args.curve_secret, args.curve_clients)
             try:
-                frontend.bind(args.bind)
+                bind(frontend, args.bind)
             except zmq.ZMQError as exc:
                 print(f"server.py: cannot listen on {args.bind}: {exc.strerror}", file=sys.stderr)
                 return 1
@@ -479,10 +567,9 @@ def main(argv: list[str] | None = None) -> int:
                     "it may send requests, and read and forge the traffic (see --curve-secret)",
                     endpoint,
                 )
-            server = Server(frontend, runner, waker, incidents, args.quiet)
+            server = Server(frontend, runner, waker, incidents, args.quiet, args.graceful_timeout)
             with server.signals_and_monitor():
-                server.serve()
-    return 0
+                return server.serve()
 
 
 if __name__ == "__main__":

@@ -107,8 +107,9 @@ def test_a_killed_server_leaves_no_local_worker(start_server):
 def test_a_local_worker_that_exits_is_restarted(start_server, run_client):
     server = start_server("--processes", "1", "--handler", ECHO, "--worker-heartbeat", HEARTBEAT)
     server.process.wait_for(r"worker \S+/\d+ ready", "err")
+    assert run_client("1", "first", "--connect", server.endpoint).returncode == 0
     (first,) = local_worker_pids(server)
-    os.kill(first, signal.SIGKILL)
+    os.kill(first, signal.SIGKILL)  # a worker that served: no start-up crash
     server.process.wait_for(
         rf"local worker pid {first} exited \(signal 9\): restarting in 0\.0 s", "err"
     )

@@ -22,13 +22,14 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from logging import INFO
 
 import zmq
 
 from zmq_hello import mdp, wire
 from zmq_hello.envelope import Reply, Request, error_reply
+from zmq_hello.incidents import Incidents
 from zmq_hello.runners import NO_REPLIES, TOO_MANY
 from zmq_hello.scheduler import Scheduler
 from zmq_hello.supervisor import Supervisor
@@ -48,6 +49,7 @@ class Worker:
     expires: float  # dead after this, if idle and silent
     key: bytes = b""  # the request it holds, by the address frame it was sent with
     request: Request | None = None
+    untried: bool = False  # a local worker that has yet to answer: its supervisor asks
 
 
 def named(address: bytes) -> str:
@@ -64,15 +66,15 @@ class Broker:
         service: bytes,
         heartbeat: float,
         max_waiting: int,
-        incident: Callable[[str], None],
+        incidents: Incidents,
         supervisor: Supervisor | None = None,
     ) -> None:
-        """backend is bound already; problems go to incident(what), one line a flood."""
+        """backend is bound already; problems and churn go to incidents, a line a flood."""
         self.backend = backend
         self.sockets = [backend]
         self.service = service
         self.heartbeat = heartbeat
-        self.incident = incident
+        self.incidents = incidents
         self.supervisor = supervisor
         self.scheduler: Scheduler[bytes, Request] = Scheduler((), max_waiting)
         self.workers: dict[bytes, Worker] = {}
@@ -128,6 +130,12 @@ class Broker:
         if self.supervisor:
             self.supervisor.stop()
 
+    def abandon(self) -> None:
+        for address, worker in self.workers.items():
+            self.send(address, mdp.build(worker.framing, mdp.DISCONNECT))
+        if self.supervisor:
+            self.supervisor.kill()
+
     def can_serve(self) -> bool:
         """Whether a worker is registered, or a local one may yet be."""
         return bool(self.workers) or bool(self.supervisor and self.supervisor.may_serve())
@@ -170,7 +178,9 @@ class Broker:
                 self.register(address, message)
             elif command != mdp.DISCONNECT:
                 # Declared dead a moment ago, or registered with the server before a restart.
-                self.incident(f"{command} from worker {named(address)}, which is not registered")
+                self.incidents.add(
+                    f"{command} from worker {named(address)}, which is not registered"
+                )
                 self.send(address, mdp.build(message.framing, mdp.DISCONNECT))
             return
         worker.expires = time.monotonic() + LIVENESS * self.heartbeat
@@ -187,16 +197,22 @@ class Broker:
                 worker.request = None
                 worker.key = b""
                 self.scheduler.release(address)
+                if worker.untried and self.supervisor:
+                    worker.untried = False
+                    self.supervisor.served(address)
         elif command == mdp.DISCONNECT:
-            self.forget(address, "disconnected")
+            # A worker that leaves says so between requests (worker.py's --max-requests
+            # sends it right after its last reply): one sent a request meanwhile never ran
+            # it, so it runs elsewhere with no mark against it.
+            self.forget(address, "disconnected", died=False)
         else:  # READY again, a REQUEST, a reply for a request it does not hold
             held = " for a request it does not hold" if command in (mdp.FINAL, mdp.PARTIAL) else ""
-            self.incident(f"unexpected {command} from worker {named(address)}{held}")
+            self.incidents.add(f"unexpected {command} from worker {named(address)}{held}")
             self.disconnect(address, f"sent an unexpected {command}")
 
     def refuse(self, address: bytes, why: str) -> None:
         """A message that is not MDP: logged, and its sender, if a worker, disconnected."""
-        self.incident(f"a bad message from worker {named(address)}: {why}")
+        self.incidents.add(f"a bad message from worker {named(address)}: {why}")
         if address in self.workers:
             self.disconnect(address, "sent a bad message")
 
@@ -204,15 +220,17 @@ class Broker:
         name = named(address)
         if message.address != self.service:
             service = message.address.decode("utf-8", "backslashreplace")
-            self.incident(f"worker {name} registered for {service!r}, not this server's service")
+            self.incidents.add(
+                f"worker {name} registered for {service!r}, not this server's service"
+            )
             self.send(address, mdp.build(message.framing, mdp.DISCONNECT))
             return
         expires = time.monotonic() + LIVENESS * self.heartbeat
-        self.workers[address] = Worker(message.framing, expires)
+        worker = self.workers[address] = Worker(message.framing, expires)
         self.scheduler.release(address)
         if self.supervisor:
-            self.supervisor.registered(address)
-        log.info("worker %s ready (%s)", name, message.framing)
+            worker.untried = self.supervisor.registered(address)
+        self.incidents.add(f"worker {name} ready ({message.framing})", "workers registering", INFO)
 
     def send(self, address: bytes, frames: list[bytes]) -> bool:
         """Send without ever blocking the loop; False if the worker cannot be reached."""
@@ -229,14 +247,17 @@ class Broker:
         self.send(address, mdp.build(self.workers[address].framing, mdp.DISCONNECT))
         self.forget(address, why)
 
-    def forget(self, address: bytes, why: str) -> None:
+    def forget(self, address: bytes, why: str, died: bool = True) -> None:
         """A worker is gone: its request runs once more elsewhere, or fails."""
         worker = self.workers.pop(address)
         self.scheduler.remove(address)
         name = named(address)
         request = worker.request
         if request is None:
-            log.warning("worker %s %s", name, why)
+            self.incidents.add(f"worker {name} {why}", "workers leaving")
+        elif not died:
+            log.info("worker %s %s before it ran a request: running it elsewhere", name, why)
+            self.scheduler.add(request.client, request, first=True)
         elif not request.worker_died:
             log.warning("worker %s %s holding a request: running it once more", name, why)
             self.scheduler.add(request.client, request._replace(worker_died=True), first=True)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 NO_REPLIES: list[Reply] = []  # shared, never appended to: most calls have none to give
 TOO_MANY = "too many requests from this client"
+ABANDON_JOIN_SECONDS = 1.0  # for the event loop to cancel its tasks when abandoning them
 
 
 class Runner(Protocol):
@@ -68,6 +69,11 @@ class Runner(Protocol):
 
     def stop(self) -> None:
         """Once nothing is in flight: end the workers."""
+        ...
+
+    def abandon(self) -> None:
+        """At the end of the stop's grace, with requests in flight: end what can be ended
+        at once (worker processes are killed); threads still running are left to exit."""
         ...
 
 
@@ -156,8 +162,10 @@ class Threads(Pool):
         # a token takes whichever request's turn it is then, not the token's own request.
         self.tokens: queue.SimpleQueue[bool | None] = queue.SimpleQueue()
         # Started up front: creating threads on demand delays the first requests of a burst.
+        # Daemons, so that a handler that never returns cannot keep an abandoning server up.
         self.threads = [
-            threading.Thread(target=self.work, name=f"worker-{n}") for n in range(count)
+            threading.Thread(target=self.work, name=f"worker-{n}", daemon=True)
+            for n in range(count)
         ]
         for thread in self.threads:
             thread.start()
@@ -188,6 +196,9 @@ class Threads(Pool):
         for thread in self.threads:
             thread.join()
 
+    def abandon(self) -> None:
+        pass  # a thread inside a handler cannot be stopped; as a daemon it ends with us
+
 
 class Tasks(Pool):
     """An `async def` handler: up to count tasks at once on one event loop in one thread."""
@@ -200,7 +211,7 @@ class Tasks(Pool):
         self.tasks: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
         self.running = 0  # tasks now (the event loop's thread only)
         self.start_requested = threading.Event()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="event-loop")
+        self.thread = threading.Thread(target=self.loop.run_forever, name="event-loop", daemon=True)
         self.thread.start()
 
     def flush(self) -> list[Reply]:
@@ -242,6 +253,15 @@ class Tasks(Pool):
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.loop.close()
+
+    def abandon(self) -> None:
+        def cancel_all() -> None:
+            for task in self.tasks:
+                task.cancel()
+            self.loop.call_soon(self.loop.stop)  # after the cancellations have run
+
+        self.loop.call_soon_threadsafe(cancel_all)
+        self.thread.join(ABANDON_JOIN_SECONDS)
 
 
 class Inline:
@@ -285,3 +305,6 @@ class Inline:
     def stop(self) -> None:
         if self.loop:
             self.loop.close()
+
+    def abandon(self) -> None:
+        self.stop()

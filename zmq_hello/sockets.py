@@ -1,9 +1,12 @@
-"""How server.py sets up its ROUTER sockets: the options every one gets (with the reason
-for each), CURVE with an authenticator, and which endpoints only this machine reaches."""
+"""How the scripts set up their sockets: the options every server ROUTER gets (with the
+reason for each), CURVE with an authenticator, IPv6 endpoints, ipc:// paths already in
+use, and which endpoints only this machine reaches."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 from typing import TYPE_CHECKING
 
 import zmq
@@ -13,6 +16,9 @@ if TYPE_CHECKING:
 
     from zmq.auth.thread import ThreadAuthenticator
 
+# The cap on a frame from a worker (a reply): far above the clients' 1 MiB, since a reply
+# is as large as the handler makes it, and only workers that are let in can send one.
+DEFAULT_MAX_REPLY_SIZE = 64 * 1024 * 1024
 CLOSE_LINGER_MS = 1000  # how long replies still queued at exit may take to leave
 CLIENTS_ZAP_DOMAIN = "global"  # the authenticator's keys are looked up by the socket's domain
 WORKERS_ZAP_DOMAIN = "workers"  # the backend's: worker keys are not client keys
@@ -79,3 +85,32 @@ def is_local(endpoint: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def allow_ipv6(sock: zmq.Socket, endpoint: str) -> None:
+    """IPv6 for an endpoint written with an IPv6 literal (tcp://[::1]:5555): libzmq refuses
+    those without it. Left off otherwise, so that a name like localhost keeps resolving
+    to the IPv4 address that servers listen on by default."""
+    if endpoint.startswith("tcp://["):
+        sock.setsockopt(zmq.IPV6, 1)
+
+
+def bind(sock: zmq.Socket, endpoint: str) -> None:
+    """Bind, refusing an ipc:// path where someone is listening (libzmq would replace its
+    socket file, and the server there would go on, unreachable), as a TCP port in use is."""
+    ipc = endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@")  # @: abstract
+    if ipc and ipc_in_use(endpoint[len("ipc://") :]):
+        raise zmq.ZMQError(errno.EADDRINUSE)
+    allow_ipv6(sock, endpoint)
+    sock.bind(endpoint)
+
+
+def ipc_in_use(path: str) -> bool:
+    """Whether something listens on the Unix socket at path; a stale file, with nobody
+    behind it, or no file at all, is not in use."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True

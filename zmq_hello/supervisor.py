@@ -7,22 +7,40 @@ later crash is no start-up crash) and when one went silent (it is hung: kill it,
 it is restarted). The supervisor owns SIGCHLD: its handler only notes that a child
 exited; the poll loop wakes (the signal writes to its wake-up fd) and the broker calls
 reap().
+
+The private directory (zmq-hello-PID-*, only this user can open it) is removed at exit.
+A server killed with SIGKILL cannot do that: the next server the same user starts with
+--processes removes every such directory whose socket nobody listens on any more.
+Workers whose server is gone exit by themselves (worker.py --parent).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from zmq_hello.incidents import Incidents
+from zmq_hello.sockets import ipc_in_use
+
 RESTART_PAUSE_MAX = 30.0  # seconds: the longest pause before restarting a local worker
 STOP_TIMEOUT = 10.0  # seconds local workers get to exit at shutdown before being killed
+# A worker that crashes before it has answered a request, and sooner than this after it
+# registered, crashed starting up (it may register, then fail on its first line of
+# output, say): it waits longer each time before it is restarted.
+STARTUP_GRACE = 1.0
+DIRECTORY_PREFIX = "zmq-hello-"
+SOCKET_NAME = "workers"
+SWEEP_AGE = 60.0  # seconds: a directory younger than this with no socket may be starting
 WORKER_SCRIPT = Path(__file__).resolve().parent.parent / "worker.py"
 
 log = logging.getLogger("server")
@@ -34,7 +52,9 @@ class Local:
 
     popen: subprocess.Popen | None = None
     address: bytes = b""  # its routing id, as worker.py sets it: host/pid
-    ready: bool = False  # registered since it started: a crash after that is no start-up crash
+    ready: bool = False  # registered since it started
+    registered_at: float = 0.0
+    served: bool = False  # answered a request since it started
     failures: int = 0  # start-up crashes in a row, for the pause before the next start
     restart_at: float | None = None
 
@@ -42,8 +62,13 @@ class Local:
 class Supervisor:
     """count worker.py processes, kept running until stop()."""
 
-    def __init__(self, count: int, worker_args: list[str]) -> None:
-        """worker_args: worker.py's flags (endpoint, service, heartbeat, handler)."""
+    def __init__(
+        self, count: int, worker_args: list[str], incidents: Incidents, max_requests: int = 0
+    ) -> None:
+        """worker_args: worker.py's flags (endpoint, service, heartbeat, handler);
+        max_requests: each worker leaves after about that many (0: never)."""
+        self.incidents = incidents
+        self.max_requests = max_requests
         self.command = [
             sys.executable,
             str(WORKER_SCRIPT),
@@ -65,15 +90,28 @@ class Supervisor:
         self.child_exited = True
 
     def spawn(self, local: Local) -> None:
-        local.popen = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
+        command = self.command
+        if self.max_requests:
+            # Jitter, so that workers started together do not all leave together.
+            limit = self.max_requests + random.randint(0, max(1, self.max_requests // 10))
+            command = [*command, "--max-requests", str(limit)]
+        local.popen = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         local.address = f"{socket.gethostname()}/{local.popen.pid}".encode()
-        local.ready, local.restart_at = False, None
+        local.ready, local.served, local.restart_at = False, False, None
 
-    def registered(self, address: bytes) -> None:
-        """The broker heard READY from address: if it is ours, it started well."""
+    def registered(self, address: bytes) -> bool:
+        """The broker heard READY from address; whether it is one of ours."""
         for local in self.local:
             if local.address == address:
-                local.ready, local.failures = True, 0
+                local.ready, local.registered_at = True, time.monotonic()
+                return True
+        return False
+
+    def served(self, address: bytes) -> None:
+        """address answered its first request: if it is ours, it started well."""
+        for local in self.local:
+            if local.address == address:
+                local.served = True
 
     def hung(self, address: bytes) -> None:
         """The broker found address silent: if it is ours, end it, to start anew."""
@@ -96,13 +134,15 @@ class Supervisor:
                 continue
             how = f"signal {-code}" if code < 0 else f"code {code}"
             exited.append((local.address, how))
-            if local.ready:
-                pause = 0.0
-            else:  # it never registered: a start-up crash, so wait longer each time
+            up = local.ready and now - local.registered_at >= STARTUP_GRACE
+            if code == 0 or local.served or up:
+                pause, local.failures = 0.0, 0  # it left as asked, or served a while
+            else:  # a start-up crash: wait longer each time
                 pause = min(0.5 * 2**local.failures, RESTART_PAUSE_MAX)
                 local.failures += 1
-            log.warning(
-                "local worker pid %d exited (%s): restarting in %.1f s", local.popen.pid, how, pause
+            self.incidents.add(
+                f"local worker pid {local.popen.pid} exited ({how}): restarting in {pause:.1f} s",
+                "local workers exiting",
             )
             local.popen, local.restart_at = None, now + pause
         return exited
@@ -115,6 +155,15 @@ class Supervisor:
                 self.spawn(local)
         pending = [local.restart_at for local in self.local if local.popen is None]
         return min(pending, default=None)  # type: ignore[type-var]
+
+    def kill(self) -> None:
+        """SIGKILL to each, for a server that cannot wait for them."""
+        running = [local.popen for local in self.local if local.popen]
+        self.local = []
+        for popen in running:
+            popen.kill()
+        for popen in running:
+            popen.wait()
 
     def stop(self) -> None:
         """SIGTERM to each (they finish their request and leave); SIGKILL past the bound."""
@@ -131,3 +180,23 @@ class Supervisor:
                 log.warning("local worker pid %d did not exit: killed", popen.pid)
                 popen.kill()
                 popen.wait()
+
+
+def private_directory() -> Path:
+    """A new directory for the workers' socket, after sweeping those of servers gone."""
+    for stale in Path(tempfile.gettempdir()).glob(DIRECTORY_PREFIX + "*"):
+        try:
+            info = stale.stat()
+            if info.st_uid != os.getuid() or not stale.is_dir():
+                continue
+            if (stale / SOCKET_NAME).exists():
+                if ipc_in_use(str(stale / SOCKET_NAME)):
+                    continue
+            elif time.time() - info.st_mtime < SWEEP_AGE:
+                continue
+            shutil.rmtree(stale)
+        except OSError:
+            continue
+        log.info("removed %s, left by a server that is gone", stale)
+    # mkdtemp makes a directory only this user can open: the socket in it is private.
+    return Path(tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-"))
