@@ -72,7 +72,7 @@ DEFAULT_WORKER_HEARTBEAT = 2.5  # seconds, MDP's customary interval
 DEFAULT_GRACEFUL_TIMEOUT = 30.0  # seconds, as systemd's and Kubernetes' own stop grace
 # Signals that stop the server: a terminal closing (SIGHUP) is a stop like any other.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-BACKSTOP_SECONDS = 1.0  # past the deadline, for a loop stuck in an inline handler
+BACKSTOP_SECONDS = 0.5  # past the deadline, for a loop stuck in an inline handler
 POLL_INTERVAL_MS = 1000  # a safety net only: workers and signals wake the poll at once
 MAX_WAITING = 64  # requests one client may have waiting while every worker is busy
 MAX_BACKLOG = 10_000  # requests taken and not yet answered, before the loop stops reading

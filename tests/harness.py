@@ -20,7 +20,7 @@ EPHEMERAL = "tcp://127.0.0.1:*"
 WAIT = 10.0  # the longest any expected event may take; tests end much sooner
 ECHO = "tests.sample_handlers:echo"
 ECHO_ASYNC = "tests.sample_handlers:echo_async"
-SIGNALS = [signal.SIGINT, signal.SIGTERM]
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]  # each drains, then exits 0
 
 
 class Process:
@@ -80,6 +80,17 @@ class Process:
                 left = deadline - time.monotonic()
                 if left <= 0 or (self.popen.poll() is not None and not self._reading()):
                     raise AssertionError(f"fewer than {times} lines matching {pattern!r}\n{self}")
+                self.changed.wait(min(left, 0.5))
+
+    def wait_until(self, check, stream: str = "out", timeout: float = WAIT) -> None:
+        """Wait until check(lines of the stream) is true, as each new line arrives."""
+        lines = self.out if stream == "out" else self.err
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not check(lines):
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.popen.poll() is not None and not self._reading()):
+                    raise AssertionError(f"{check.__doc__ or check} never held\n{self}")
                 self.changed.wait(min(left, 0.5))
 
     def _reading(self) -> bool:
@@ -145,3 +156,56 @@ def ask(
         reply = receive(socket, timeout)
     assert reply[:2] == [b"probe", b""], reply
     return reply[2]
+
+
+# Worker processes and MDP peers
+
+HEARTBEAT = "0.2"  # seconds, for server and workers: failures show within a second
+W01, W02 = b"MDPW01", b"MDPW02"
+
+
+def start_broker(start_server, *args: str):
+    """server.py --backend on an ephemeral port; returns (server, backend endpoint)."""
+    server = start_server("--backend", "tcp://127.0.0.1:*", "--worker-heartbeat", HEARTBEAT, *args)
+    backend = re.fullmatch(r"Workers connect to (\S+)", server.process.out[0]).group(1)
+    return server, backend
+
+
+def start_worker(spawn, server, backend: str, *args: str, handler: str = ECHO):
+    """worker.py, returned once the server has it registered."""
+    worker = spawn(
+        "worker.py", "--connect", backend, "--heartbeat", HEARTBEAT, "--handler", handler, *args
+    )
+    worker.wait_for(f"^Worker ready for hello at {re.escape(backend)}$")
+    server.process.wait_for(rf"worker \S+/{worker.popen.pid} ready \(MDP/0\.2\)$", "err")
+    return worker
+
+
+def mdp_peer(context: zmq.Context, backend: str, routing_id: bytes = b"raw") -> zmq.Socket:
+    return dealer(context, backend, routing_id)
+
+
+def gone(pid: int) -> bool:
+    """Whether a process has exited (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return any(line.split()[1] == "Z" for line in status if line.startswith("State:"))
+    except FileNotFoundError:
+        return True
+
+
+def wait_gone(pid: int, timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)  # polling /proc: no event tells another process's end
+    return True
+
+
+def local_worker_pids(server) -> list[int]:
+    return [
+        int(match.group(1))
+        for line in server.process.err
+        if (match := re.search(r"worker \S+/(\d+) ready", line))
+    ]

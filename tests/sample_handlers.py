@@ -38,6 +38,11 @@ async def echo_async(request: bytes) -> bytes:
     return request
 
 
+def big(request: bytes) -> bytes:
+    """A reply of int(request) bytes."""
+    return b"x" * int(request)
+
+
 def text(request: bytes) -> str:
     return request.decode() + " as text"
 

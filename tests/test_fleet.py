@@ -4,7 +4,6 @@ with majortomo (PyPI) and hand-written MDP/0.1 and 0.2 peers for interop."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -12,59 +11,21 @@ import sys
 import time
 
 import pytest
-import zmq
-from harness import ECHO, WAIT, ask, dealer, receive
-
-HEARTBEAT = "0.2"  # seconds, for server and workers: failures show within a second
-W01, W02 = b"MDPW01", b"MDPW02"
-
-
-def start_broker(start_server, *args: str):
-    """server.py --backend on an ephemeral port; returns (server, backend endpoint)."""
-    server = start_server("--backend", "tcp://127.0.0.1:*", "--worker-heartbeat", HEARTBEAT, *args)
-    backend = re.fullmatch(r"Workers connect to (\S+)", server.process.out[0]).group(1)
-    return server, backend
-
-
-def start_worker(spawn, server, backend: str, *args: str, handler: str = ECHO):
-    """worker.py, returned once the server has it registered."""
-    worker = spawn(
-        "worker.py", "--connect", backend, "--heartbeat", HEARTBEAT, "--handler", handler, *args
-    )
-    worker.wait_for(f"^Worker ready for hello at {re.escape(backend)}$")
-    server.process.wait_for(rf"worker \S+/{worker.popen.pid} ready \(MDP/0\.2\)$", "err")
-    return worker
-
-
-def mdp_peer(context: zmq.Context, backend: str, routing_id: bytes = b"raw") -> zmq.Socket:
-    return dealer(context, backend, routing_id)
-
-
-def gone(pid: int) -> bool:
-    """Whether a process has exited (a zombie waiting for its reaper counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return any(line.split()[1] == "Z" for line in status if line.startswith("State:"))
-    except FileNotFoundError:
-        return True
-
-
-def wait_gone(pid: int, timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not gone(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)  # polling /proc: no event tells another process's end
-    return True
-
-
-def local_worker_pids(server) -> list[int]:
-    return [
-        int(match.group(1))
-        for line in server.process.err
-        if (match := re.search(r"worker \S+/(\d+) ready", line))
-    ]
-
+from harness import (
+    ECHO,
+    HEARTBEAT,
+    W01,
+    W02,
+    WAIT,
+    ask,
+    dealer,
+    local_worker_pids,
+    mdp_peer,
+    receive,
+    start_broker,
+    start_worker,
+    wait_gone,
+)
 
 # worker.py and server.py together
 
