@@ -432,7 +432,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="N",
         help="start N local worker.py processes running the same --handler, on a private "
-        "ipc:// endpoint, and restart any that exits or hangs",
+        "ipc:// endpoint, and restart any that exits or hangs (hangs: silent for 3 "
+        "--worker-heartbeat intervals while idle, or, while busy, its process frozen so "
+        "that libzmq's connection heartbeats fail; a busy worker that is merely slow is "
+        "never restarted)",
     )
     group.add_argument(
         "--service",

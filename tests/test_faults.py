@@ -45,7 +45,9 @@ def start_processes(start_server, *args: str, count: int = 1):
 # Large replies
 
 
-def test_a_reply_larger_than_the_client_frame_cap_reaches_the_client(start_server, run_client):
+def test_a_reply_larger_than_the_client_frame_cap_reaches_the_client(
+    start_server, run_client, record
+):
     """2 MB from a worker process, at the default caps (1 MiB for clients' frames)."""
     server = start_processes(start_server, "--handler", BIG)
     result = run_client("1", "2000000", "--connect", server.endpoint, "--timeout", "5")
@@ -54,6 +56,11 @@ def test_a_reply_larger_than_the_client_frame_cap_reaches_the_client(start_serve
     assert run_client("2", "10", "--connect", server.endpoint).stdout.endswith("x" * 10 + "\n")
     server.process.signal(signal.SIGTERM)
     assert server.process.finish(timeout=5) == 0
+    record(
+        "a 2 MB reply from a worker process (clients' frame cap 1 MiB)",
+        1,
+        "delivered; the worker served the next request; SIGTERM exits 0",
+    )
 
 
 def test_a_reply_over_max_reply_size_is_an_error_and_the_worker_serves_on(start_server, run_client):
@@ -75,7 +82,7 @@ def test_a_reply_over_max_reply_size_is_an_error_and_the_worker_serves_on(start_
 @pytest.mark.parametrize(
     "mode", [["--workers", "4"], ["--processes", "2"]], ids=["threads", "processes"]
 )
-def test_a_closed_stdout_never_stops_the_server(run_client, tmp_path, mode):
+def test_a_closed_stdout_never_stops_the_server(run_client, tmp_path, record, mode):
     """As `python server.py | head -1`: stdout closed right after the Listening line."""
     log = tmp_path / "stderr"
     with log.open("w") as stderr:
@@ -106,6 +113,11 @@ def test_a_closed_stdout_never_stops_the_server(run_client, tmp_path, mode):
     assert "cannot write to stdout" in text and "Traceback" not in text, text
     assert "exited" not in text, text  # no worker died of it, none was restarted
     assert "since start: 3 answered, 0 error replies, 0 dropped" in text, text
+    record(
+        f"stdout closed after the Listening line ({' '.join(mode)})",
+        3,
+        "logged once on stderr; clients served; no worker restarted; SIGTERM exits 0",
+    )
 
 
 # No orphans, no leftovers
@@ -221,7 +233,7 @@ def test_graceful_timeout_bounds_the_wait_for_a_blocked_handler(start_server, co
 # Leaking handlers: --max-requests
 
 
-def test_max_requests_replaces_local_workers_and_loses_nothing(start_server, context):
+def test_max_requests_replaces_local_workers_and_loses_nothing(start_server, context, record):
     server = start_processes(start_server, "--handler", ECHO, "--max-requests", "5", count=2)
     clients = [dealer(context, server.endpoint) for _ in range(10)]
     for round_ in range(6):  # 60 requests: each worker leaves about every 5
@@ -233,6 +245,12 @@ def test_max_requests_replaces_local_workers_and_loses_nothing(start_server, con
     server.process.signal(signal.SIGTERM)
     assert server.process.finish() == 0
     server.process.wait_for("since start: 60 answered, 0 error replies, 0 dropped", "err")
+    started = server.process.count(r"^Worker ready")
+    record(
+        "--processes 2 --max-requests 5 under 10 clients' load",
+        60,
+        f"{started - 2} workers replaced; 60 answered, 0 lost, 0 error replies",
+    )
 
 
 def test_worker_py_max_requests_leaves_and_exits_0(start_server, spawn, context):
