@@ -187,10 +187,12 @@ class Server:
                 self.refuse(frames[0], frame_count)
             else:
                 if not self.quiet:
-                    client, body = printable(request.route[0]), printable(request.body)
-                    self.quiet = not say(f"Received request from {client}: {body}")
+                    shown = f"{printable(request.route[0])}: {printable(request.body)}"
+                    self.quiet = not say(f"Received request from {shown}")
                 self.in_flight += 1
-                self.deliver_all(submit(request))
+                for route, body, final in submit(request):  # inline: the answer, at once
+                    self.deliver(route, body)
+                    self.in_flight -= final
             if self.in_flight >= MAX_BACKLOG or not wire.readable(frontend):
                 break
         self.deliver_all(self.runner.flush())

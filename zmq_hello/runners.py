@@ -12,9 +12,11 @@ round trip through the poll loop, so the workers never wait for the loop to hand
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import socket
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from zmq_hello import handlers
@@ -271,18 +273,16 @@ class Inline:
     sockets: list[zmq.Socket] = []
 
     def __init__(self, handler: Handler) -> None:
-        self.handler = handler
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.answer: Callable[[bytes], bytes] = functools.partial(handlers.call, handler)
         if handlers.is_async(handler):
             import asyncio
 
-            self.loop = asyncio.new_event_loop()
+            loop = self.loop = asyncio.new_event_loop()
+            self.answer = lambda body: loop.run_until_complete(handlers.call_async(handler, body))
 
     def submit(self, request: Request) -> list[Reply]:
-        if self.loop is None:
-            return [Reply(request.route, handlers.call(self.handler, request.body))]
-        reply = self.loop.run_until_complete(handlers.call_async(self.handler, request.body))
-        return [Reply(request.route, reply)]
+        return [Reply(request.route, self.answer(request.body))]
 
     def flush(self) -> list[Reply]:
         return NO_REPLIES
