@@ -857,7 +857,9 @@ def main() -> int:
     text = report(settings, figures)
     print(text)
     if args.markdown:
-        shown = [arg for arg in sys.argv[1:] if arg not in ("--markdown", args.markdown)]
+        # The command as someone would repeat it: where this run's own files went is not part of it.
+        files = ("--markdown", args.markdown, "--json", args.json)
+        shown = [arg for arg in sys.argv[1:] if arg not in files]
         write_markdown(Path(args.markdown), text, " ".join(["python bench/bench.py", *shown]))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
