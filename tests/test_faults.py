@@ -23,7 +23,6 @@ from harness import (
     ask,
     dealer,
     local_worker_pids,
-    mdp_peer,
     receive,
     start_broker,
     start_worker,
@@ -269,9 +268,16 @@ def test_worker_py_max_requests_leaves_and_exits_0(start_server, spawn, context)
 def test_workers_registering_and_vanishing_cost_a_bounded_log(start_server, context, record):
     server, backend = start_broker(start_server)
     before = len(server.process.err)
+    peers = []
     for i in range(200):
-        peer = mdp_peer(context, backend, f"churn{i}".encode())
-        peer.setsockopt(zmq.LINGER, 1000)  # READY leaves before the peer vanishes
+        peer = context.socket(zmq.DEALER)
+        peer.setsockopt(zmq.ROUTING_ID, f"churn{i}".encode())
+        peer.setsockopt(zmq.IMMEDIATE, 1)  # writable once connected: READY is not dropped
+        peer.setsockopt(zmq.LINGER, 1000)  # and it leaves before the peer vanishes
+        peer.connect(backend)
+        peers.append(peer)
+    for peer in peers:
+        assert peer.poll(WAIT * 1000, zmq.POLLOUT), "a peer never connected"
         peer.send_multipart([b"", W02, b"\x01", b"hello"])
         peer.close()
 

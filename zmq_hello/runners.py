@@ -16,6 +16,7 @@ import functools
 import queue
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -111,7 +112,14 @@ class Waker:
 
 
 class Pool:
-    """What threads and tasks share: a scheduler behind a lock, and a queue of replies."""
+    """What threads and tasks share: a scheduler and a count of free workers behind one
+    lock, and a queue of replies.
+
+    A request submitted while a worker is free goes to a worker at once; only while all
+    are busy does it wait in the scheduler (so only then does the per-client cap count
+    it), and a worker that finishes takes the next waiting request itself. So a free
+    worker means nothing waits, and nothing waits while a worker is free.
+    """
 
     sockets: list[zmq.Socket] = []
 
@@ -119,17 +127,32 @@ class Pool:
         self.handler = handler
         self.count = count
         self.waker = waker
+        self.lock = threading.Lock()  # for scheduler and free: the loop adds, workers take
         self.scheduler: Scheduler[int, Request] = Scheduler((), max_waiting)
-        self.lock = threading.Lock()  # the scheduler's: the loop adds, the workers take
+        self.free = count  # workers with no request
         self.finished: queue.SimpleQueue[Reply] = queue.SimpleQueue()
-        self.started = 0  # requests taken by a worker (under the lock)
-        self.collected = 0  # replies handed to the loop (the loop's thread only)
 
     def submit(self, request: Request) -> list[Reply]:
         with self.lock:
+            if self.free:
+                self.free -= 1
+                self.hand_over(request)
+                return NO_REPLIES
             if self.scheduler.add(request.route[0], request):
                 return NO_REPLIES
         return [error_reply(request.route, TOO_MANY)]
+
+    def hand_over(self, request: Request) -> None:
+        """Give request to a free worker (called under the lock)."""
+        raise NotImplementedError
+
+    def next_request(self) -> Request | None:
+        """For a worker that finished: the next waiting request, or None (it is free)."""
+        with self.lock:
+            if self.scheduler.queued:
+                return self.scheduler.next()
+            self.free += 1
+            return None
 
     def done(self, route: list[bytes], reply: bytes) -> None:
         self.finished.put(Reply(route, reply))
@@ -139,7 +162,6 @@ class Pool:
         replies = []
         while not self.finished.empty():
             replies.append(self.finished.get())
-        self.collected += len(replies)
         return replies
 
     def wait_ms(self, longest: int) -> int:
@@ -152,7 +174,7 @@ class Pool:
         return []
 
     def busy(self) -> int:
-        return self.started - self.collected - self.finished.qsize()
+        return self.count - self.free
 
 
 class Threads(Pool):
@@ -160,9 +182,8 @@ class Threads(Pool):
 
     def __init__(self, handler: Handler, count: int, max_waiting: int, waker: Waker) -> None:
         super().__init__(handler, count, max_waiting, waker)
-        # One token per request submitted and None per thread to stop: a thread that gets
-        # a token takes whichever request's turn it is then, not the token's own request.
-        self.tokens: queue.SimpleQueue[bool | None] = queue.SimpleQueue()
+        # Requests handed to free threads, and None per thread to stop.
+        self.handed: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         # Started up front: creating threads on demand delays the first requests of a burst.
         # Daemons, so that a handler that never returns cannot keep an abandoning server up.
         self.threads = [
@@ -172,21 +193,17 @@ class Threads(Pool):
         for thread in self.threads:
             thread.start()
 
-    def work(self) -> None:
-        while self.tokens.get():
-            with self.lock:
-                request = self.scheduler.next()
-                self.started += 1
-            self.done(request.route, handlers.call(self.handler, request.body))
+    def hand_over(self, request: Request) -> None:
+        self.handed.put(request)
 
-    def submit(self, request: Request) -> list[Reply]:
-        if refused := super().submit(request):
-            return refused
-        self.tokens.put(True)
-        return NO_REPLIES
+    def work(self) -> None:
+        while (request := self.handed.get()) is not None:
+            while request is not None:
+                self.done(request.route, handlers.call(self.handler, request.body))
+                request = self.next_request()
 
     def flush(self) -> list[Reply]:
-        return []
+        return NO_REPLIES
 
     def describe(self) -> str:
         return f"{self.count} threads, {self.busy()} busy"
@@ -194,7 +211,7 @@ class Threads(Pool):
     def stop(self) -> None:
         """Let each thread finish its request, and join them all."""
         for _ in self.threads:
-            self.tokens.put(None)
+            self.handed.put(None)
         for thread in self.threads:
             thread.join()
 
@@ -211,42 +228,31 @@ class Tasks(Pool):
 
         self.loop = asyncio.new_event_loop()
         self.tasks: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
-        self.running = 0  # tasks now (the event loop's thread only)
-        self.start_requested = threading.Event()
+        self.handed: deque[Request] = deque()  # handed over, for the loop's thread to start
         self.thread = threading.Thread(target=self.loop.run_forever, name="event-loop", daemon=True)
         self.thread.start()
 
-    def flush(self) -> list[Reply]:
-        # Read without the lock: a task that ends lowers running before it looks for more
-        # work under the lock, so either it sees the requests just added or this sees room.
-        if self.running < self.count and not self.start_requested.is_set():
-            self.start_requested.set()  # one hand-over to the loop's thread serves a batch
-            self.loop.call_soon_threadsafe(self.start_waiting)
-        return []
+    def hand_over(self, request: Request) -> None:
+        self.handed.append(request)
 
-    def start_waiting(self) -> None:
-        self.start_requested.clear()  # before taking, as for the poll loop's wake-ups
-        with self.lock:
-            while self.running < self.count and self.scheduler.queued:
-                self.start(self.scheduler.next())
+    def flush(self) -> list[Reply]:
+        if self.handed:  # one hand-over to the loop's thread serves the whole batch
+            self.loop.call_soon_threadsafe(self.start_handed)
+        return NO_REPLIES
+
+    def start_handed(self) -> None:
+        while self.handed:
+            self.start(self.handed.popleft())
 
     def start(self, request: Request) -> None:
-        self.running += 1
-        self.started += 1
         task = self.loop.create_task(self.run(request))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def run(self, request: Request) -> None:
-        reply = await handlers.call_async(self.handler, request.body)
-        self.running -= 1
-        self.done(request.route, reply)
-        # Unlocked first, as flush() reads running: a request added after this read
-        # finds running already lowered, and flush() starts it.
-        if self.scheduler.queued:
-            with self.lock:
-                if self.scheduler.queued:
-                    self.start(self.scheduler.next())
+        self.done(request.route, await handlers.call_async(self.handler, request.body))
+        if (waiting := self.next_request()) is not None:
+            self.start(waiting)
 
     def describe(self) -> str:
         return f"{self.count} tasks, {self.busy()} busy"
