@@ -128,7 +128,8 @@ class Server:
             if self.waker.fd in ready:
                 self.waker.clear()
             # Replies first: workers they free take waiting requests before more are read.
-            self.deliver_all(self.runner.collect(ready))
+            if replies := self.runner.collect(ready):
+                self.deliver_all(replies)
             if time.monotonic() >= next_report or self.summary_requested:
                 self.report()
                 next_report = time.monotonic() + 1
@@ -190,12 +191,13 @@ class Server:
                     shown = f"{printable(request.route[0])}: {printable(request.body)}"
                     self.quiet = not say(f"Received request from {shown}")
                 self.in_flight += 1
-                for route, body, final in submit(request):  # inline: the answer, at once
-                    self.deliver(route, body)
-                    self.in_flight -= final
+                if (body := submit(request)) is not None:  # inline: the answer, at once
+                    self.deliver(request.route, body)
+                    self.in_flight -= 1
             if self.in_flight >= MAX_BACKLOG or not wire.readable(frontend):
                 break
-        self.deliver_all(self.runner.flush())
+        if replies := self.runner.flush():
+            self.deliver_all(replies)
 
     def refuse(self, routing_id: bytes, frame_count: int) -> None:
         """A malformed request: logged, and answered to the routing id alone."""

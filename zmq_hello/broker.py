@@ -28,9 +28,9 @@ from logging import INFO
 import zmq
 
 from zmq_hello import mdp, wire
-from zmq_hello.envelope import Reply, Request, error_reply
+from zmq_hello.envelope import Reply, Request, build, error_reply
 from zmq_hello.incidents import Incidents
-from zmq_hello.runners import NO_REPLIES, TOO_MANY
+from zmq_hello.runners import TOO_MANY
 from zmq_hello.scheduler import Scheduler
 from zmq_hello.supervisor import Supervisor
 
@@ -87,10 +87,8 @@ class Broker:
 
     # The Runner interface.
 
-    def submit(self, request: Request) -> list[Reply]:
-        if self.scheduler.add(request.route[0], request):
-            return NO_REPLIES
-        return [error_reply(request.route, TOO_MANY)]
+    def submit(self, request: Request) -> bytes | None:
+        return None if self.scheduler.add(request.route[0], request) else TOO_MANY
 
     def flush(self) -> list[Reply]:
         # A loop: a worker found gone as a request is sent to it puts that request back.
@@ -192,7 +190,7 @@ class Broker:
             # A reply of several frames keeps them: all but the last travel as envelope.
             *envelope, body = message.body
             route = request.route + envelope if envelope else request.route
-            self.replies.append(Reply(route, body, final))
+            self.replies.append(build(Reply, (route, body, final)))
             if final:
                 worker.request = None
                 worker.key = b""

@@ -13,6 +13,11 @@ MAX_FRAMES = 16  # routing id + envelope + body; real envelopes have 0 to 4 fram
 LOG_BODY_BYTES = 60
 ERROR_PREFIX = b"ERROR: "
 
+# Builds a Request or a Reply from a tuple of all its fields without calling the
+# NamedTuple's generated __new__, a Python function: on the hot path that frame cost
+# more than everything else a reply is (callgrind: 2k instructions of 50k a request).
+build = tuple.__new__
+
 
 class Request(NamedTuple):
     """A client's request, as the poll loop hands it to a runner."""
@@ -45,7 +50,7 @@ def split_request(frames: list[bytes]) -> Request | None:
     *route, body = frames
     if len(route) > 1 and route[-1]:
         return None
-    return Request(route, body)
+    return build(Request, (route, body, False))
 
 
 def error_reply(route: list[bytes], why: str) -> Reply:
