@@ -30,7 +30,7 @@ import zmq
 from zmq_hello import mdp, wire
 from zmq_hello.envelope import Reply, Request, build, error_reply
 from zmq_hello.incidents import Incidents
-from zmq_hello.runners import TOO_MANY
+from zmq_hello.runners import NO_REPLIES, TOO_MANY
 from zmq_hello.scheduler import Scheduler
 from zmq_hello.supervisor import Supervisor
 
@@ -91,11 +91,15 @@ class Broker:
         return None if self.scheduler.add(request.route[0], request) else TOO_MANY
 
     def flush(self) -> list[Reply]:
+        scheduler = self.scheduler
         # A loop: a worker found gone as a request is sent to it puts that request back.
-        while started := self.scheduler.dispatch():
-            for address, request in started:
+        while scheduler.free and scheduler.queued:
+            for address, request in scheduler.dispatch():
                 self.start(address, request)
-        return self.take_replies()
+        if not self.replies:  # the common case, checked on every turn of the poll loop
+            return NO_REPLIES
+        replies, self.replies = self.replies, []
+        return replies
 
     def collect(self, ready: dict) -> list[Reply]:
         if self.backend in ready:
@@ -137,10 +141,6 @@ class Broker:
     def can_serve(self) -> bool:
         """Whether a worker is registered, or a local one may yet be."""
         return bool(self.workers) or bool(self.supervisor and self.supervisor.may_serve())
-
-    def take_replies(self) -> list[Reply]:
-        replies, self.replies = self.replies, []
-        return replies
 
     # Requests out, replies back.
 

@@ -67,10 +67,15 @@ class Scheduler(Generic[Slot, Job]):
     def dispatch(self) -> list[tuple[Slot, Job]]:
         """Take jobs for free slots, client by client in turn: the (slot, job) to start."""
         started = []
-        while self.free and self.waiting:
+        while self.free and self.waiting:  # next()'s steps, without a call per job
             slot = next(iter(self.free))
             del self.free[slot]
-            started.append((slot, self.next()))
+            client = next(iter(self.waiting))
+            jobs = self.waiting.pop(client)
+            started.append((slot, jobs.pop(0)))
+            if jobs:
+                self.waiting[client] = jobs  # to the back of the turns
+        self.queued -= len(started)
         return started
 
     def release(self, slot: Slot) -> None:
