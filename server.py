@@ -390,17 +390,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"abandon them and exit 1, local worker processes killed (default "
         f"{DEFAULT_GRACEFUL_TIMEOUT:g})",
     )
-    parser.add_argument(
-        "--curve-secret",
-        metavar="FILE",
-        help="encrypt with CURVE using this server secret key file (from make_keys.py); "
-        "needs --curve-clients",
-    )
-    parser.add_argument(
-        "--curve-clients",
-        metavar="DIR",
-        help="accept only the clients whose public key files are in DIR",
-    )
+    add_security_arguments(parser)
     add_worker_arguments(parser)
     args = parser.parse_args(argv)
     check_security(parser, args)
@@ -416,6 +406,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.workers is None and not (args.backend or args.processes):
         args.workers = DEFAULT_ASYNC_WORKERS if handlers.is_async(args.handler) else DEFAULT_WORKERS
     return args
+
+
+def add_security_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--curve-secret",
+        metavar="FILE",
+        help="encrypt with CURVE using this server secret key file (from make_keys.py); "
+        "needs --curve-clients",
+    )
+    parser.add_argument(
+        "--curve-clients",
+        metavar="DIR",
+        help="accept only the clients whose public key files are in DIR",
+    )
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
