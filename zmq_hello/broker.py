@@ -28,7 +28,7 @@ from logging import INFO
 import zmq
 
 from zmq_hello import mdp, wire
-from zmq_hello.envelope import Reply, Request, build, error_reply
+from zmq_hello.envelope import Reply, Request, construct, error_reply
 from zmq_hello.incidents import Incidents
 from zmq_hello.runners import NO_REPLIES, TOO_MANY
 from zmq_hello.scheduler import Scheduler
@@ -190,7 +190,7 @@ class Broker:
             # A reply of several frames keeps them: all but the last travel as envelope.
             *envelope, body = message.body
             route = request.route + envelope if envelope else request.route
-            self.replies.append(build(Reply, (route, body, final)))
+            self.replies.append(construct(Reply, (route, body, final)))
             if final:
                 worker.request = None
                 worker.key = b""

@@ -16,7 +16,7 @@ ERROR_PREFIX = b"ERROR: "
 # Builds a Request or a Reply from a tuple of all its fields without calling the
 # NamedTuple's generated __new__, a Python function: on the hot path that frame cost
 # more than everything else a reply is (callgrind: 2k instructions of 50k a request).
-build = tuple.__new__
+construct = tuple.__new__
 
 
 class Request(NamedTuple):
@@ -50,7 +50,7 @@ def split_request(frames: list[bytes]) -> Request | None:
     *route, body = frames
     if len(route) > 1 and route[-1]:
         return None
-    return build(Request, (route, body, False))
+    return construct(Request, (route, body, False))
 
 
 def error_reply(route: list[bytes], why: str) -> Reply:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from zmq_hello import handlers
-from zmq_hello.envelope import ERROR_PREFIX, Reply, Request, build
+from zmq_hello.envelope import ERROR_PREFIX, Reply, Request, construct
 from zmq_hello.handlers import Handler
 from zmq_hello.scheduler import Scheduler
 
@@ -155,7 +155,7 @@ class Pool:
             return None
 
     def done(self, route: list[bytes], reply: bytes) -> None:
-        self.finished.put(build(Reply, (route, reply, True)))
+        self.finished.put(construct(Reply, (route, reply, True)))
         self.waker.wake()
 
     def collect(self, ready: dict) -> list[Reply]:
