@@ -3,6 +3,7 @@
 
     python client.py 1                 # Client 1 sending 'Hello' ... received reply: World
     python client.py 2 Hi --timeout 1  # another id, another message, a shorter wait
+    python client.py 3 img --service resize   # to the server's workers for "resize"
 
 If no reply comes in time the client retries on a fresh connection (the "Lazy Pirate"
 pattern), then gives up with one line on stderr. Exit codes: 0 reply received,
@@ -24,6 +25,9 @@ DEFAULT_CONNECT = "tcp://localhost:5555"
 DEFAULT_TIMEOUT = 2.5
 DEFAULT_RETRIES = 3
 ERROR_PREFIX = b"ERROR: "
+# --service speaks MDP/0.2 (ZeroMQ RFC 18) behind client.py's token: the REQUEST command,
+# and the PARTIAL and FINAL commands of the replies.
+MDP_CLIENT, MDP_REQUEST, MDP_PARTIAL, MDP_FINAL = b"MDPC02", b"\x01", b"\x02", b"\x03"
 EXIT_NO_REPLY, EXIT_USAGE, EXIT_SERVER_ERROR, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
@@ -35,6 +39,8 @@ def request(
     retries: int,
     on_try: Callable[[int], None] = lambda attempt: None,
     curve: tuple[bytes, bytes, bytes] | None = None,
+    service: bytes | None = None,
+    on_partial: Callable[[bytes], None] = lambda part: None,
 ) -> bytes | None:
     """Send body and return the reply body, or None when every try timed out.
 
@@ -44,8 +50,13 @@ def request(
     the same across retries: a late answer to an earlier try is as good as any.
     on_try(attempt) is called as each try is sent, 0 for the first. curve is (public key,
     secret key, server's public key) to encrypt with CURVE.
+
+    With service, the request goes to that service of server.py's MDP broker, as an
+    MDP/0.2 request behind the token: [token, b"", b"MDPC02", REQUEST, service, body].
+    A worker's PARTIAL replies go to on_partial as they come, each restarting the wait.
     """
     token = os.urandom(8)
+    head = [token, b""] if service is None else [token, b"", MDP_CLIENT, MDP_REQUEST, service]
     with zmq.Context() as context:
         for attempt in range(1 + retries):
             # A fresh socket per try (Lazy Pirate): closing the old one with linger 0 drops
@@ -59,14 +70,21 @@ def request(
                     dealer.setsockopt(zmq.IPV6, 1)
                 dealer.connect(endpoint)
                 on_try(attempt)
-                dealer.send_multipart([token, b"", body])
+                dealer.send_multipart([*head, body])
                 deadline = time.monotonic() + timeout
                 while (left := deadline - time.monotonic()) > 0 and dealer.poll(
                     int(left * 1000) + 1
                 ):
                     reply = dealer.recv_multipart()
-                    if len(reply) == 3 and reply[0] == token and reply[1] == b"":
-                        return reply[2]
+                    if service is None:
+                        if len(reply) == 3 and reply[0] == token and reply[1] == b"":
+                            return reply[2]
+                    elif len(reply) == 6 and reply[:3] == [token, b"", MDP_CLIENT]:
+                        if reply[3] == MDP_FINAL and reply[4] == service:
+                            return reply[5]
+                        if reply[3] == MDP_PARTIAL and reply[4] == service:
+                            on_partial(reply[5])
+                            deadline = time.monotonic() + timeout
     return None
 
 
@@ -160,6 +178,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help=f"tries after the first, each on a fresh connection (default {DEFAULT_RETRIES})",
     )
+    parser.add_argument(
+        "--service",
+        metavar="NAME",
+        help="send the request to the workers of service NAME (server.py with --backend or "
+        "--processes, or its handler's own --service name); a streaming worker's partial "
+        "replies are printed as they come, then the final one",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="report each retry on stderr")
     parser.add_argument(
         "--curve-secret", metavar="FILE", help="encrypt with CURVE using this secret key file"
@@ -171,6 +196,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 1 <= len(args.routing_id) <= 255:
         parser.error(f"ID must be 1 to 255 bytes, got {len(args.routing_id)}")
     args.body = args.message.encode("utf-8", "surrogateescape")
+    args.service_name = args.service
+    if args.service is not None:
+        args.service = args.service.encode("utf-8", "surrogateescape")
+        if not 1 <= len(args.service) <= 255:
+            parser.error(f"--service must be 1 to 255 bytes, got {len(args.service)}")
     args.curve = curve_keys(parser, args.curve_secret, args.curve_server)
     return args
 
@@ -184,17 +214,33 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verbose:
             say(f"no reply in {args.timeout:g} s; retry {attempt} of {args.retries}")
 
+    def on_partial(part: bytes) -> None:
+        text = part.decode("utf-8", "backslashreplace")
+        print(f"Client {args.id} received reply: {text}", flush=True)
+
     try:
         reply = request(
-            args.connect, args.routing_id, args.body, args.timeout, args.retries, on_try, args.curve
+            args.connect,
+            args.routing_id,
+            args.body,
+            args.timeout,
+            args.retries,
+            on_try,
+            args.curve,
+            args.service,
+            on_partial,
         )
     except zmq.ZMQError as exc:  # connect() refuses an endpoint it cannot parse
         say(f"cannot use that endpoint: {exc.strerror}")
         return EXIT_USAGE
     if reply is None:
+        hint = "is the server running?"
+        if args.service is not None:
+            # MDP has no error reply: a service nobody serves looks like a server away.
+            hint = f"is the server running, with a worker for service {args.service_name}?"
         say(
-            f"no reply from {args.connect} after {1 + args.retries} tries of {args.timeout:g} s; "
-            "is the server running?"
+            f"no reply from {args.connect} after {1 + args.retries} tries of "
+            f"{args.timeout:g} s; {hint}"
         )
         return EXIT_NO_REPLY
     text = reply.decode("utf-8", "backslashreplace")

@@ -33,19 +33,20 @@ from collections.abc import Iterator
 
 import zmq
 
-from zmq_hello import handlers, wire
+from zmq_hello import handlers, mdp, wire
 from zmq_hello.broker import Broker
 from zmq_hello.cli import OneLineErrorParser, count
 from zmq_hello.envelope import (
     ERROR_PREFIX,
     MAX_FRAMES,
     Reply,
+    Request,
     printable,
     split_request,
 )
 from zmq_hello.incidents import Incidents
 from zmq_hello.output import say
-from zmq_hello.runners import Inline, Runner, Tasks, Threads, Waker
+from zmq_hello.runners import TOO_MANY, Inline, Runner, Tasks, Threads, Waker
 from zmq_hello.sockets import (
     CLIENTS_ZAP_DOMAIN,
     DEFAULT_MAX_REPLY_SIZE,
@@ -68,6 +69,8 @@ DEFAULT_ASYNC_WORKERS = 1000
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_HEARTBEAT = 1.0  # seconds: a frozen or vanished client is dropped within 3 to 4
 DEFAULT_SERVICE = "hello"
+MMI_SERVICE = b"mmi.service"
+DEFAULT_NO_WORKER_TIMEOUT = 30.0  # seconds a request waits for its service's first worker
 DEFAULT_WORKER_HEARTBEAT = 2.5  # seconds, MDP's customary interval
 DEFAULT_GRACEFUL_TIMEOUT = 30.0  # seconds, as systemd's and Kubernetes' own stop grace
 # Signals that stop the server: a terminal closing (SIGHUP) is a stop like any other.
@@ -183,21 +186,54 @@ class Server:
         for _ in range(READ_BATCH):
             # Past MAX_FRAMES the rest is read but not kept: split_request() refuses it.
             frames, frame_count = wire.receive(frontend, MAX_FRAMES + 1)
-            request = split_request(frames)
-            if request is None:
-                self.refuse(frames[0], frame_count)
-            else:
+            request = split_request(frames) or self.mdp_request(frames, frame_count)
+            if request:
                 if not self.quiet:
                     shown = f"{printable(request.route[0])}: {printable(request.body)}"
                     self.quiet = not say(f"Received request from {shown}")
                 self.in_flight += 1
                 if (body := submit(request)) is not None:  # inline: the answer, at once
-                    self.deliver(request.route, body)
+                    if request.dialect and body is TOO_MANY:
+                        self.unanswered(request, "too many requests from this client")
+                    else:
+                        self.deliver(request.route, body)
                     self.in_flight -= 1
             if self.in_flight >= MAX_BACKLOG or not wire.readable(frontend):
                 break
         if replies := self.runner.flush():
             self.deliver_all(replies)
+
+    def mdp_request(self, frames: list[bytes], frame_count: int) -> Request | None:
+        """Not a plain request: an MDP client's for the runner, or None once handled here
+        (mmi. answered, or refused: MDP gets nothing, a malformed plain one an error)."""
+        try:
+            request = mdp.client_request(frames)
+            if request and frame_count > MAX_FRAMES:
+                raise mdp.ProtocolError(f"over {MAX_FRAMES} frames")
+        except mdp.ProtocolError as exc:
+            self.incidents.add(f"a malformed MDP request from {printable(frames[0])}: {exc}")
+            return None
+        if request is None:
+            self.refuse(frames[0], frame_count)
+        elif request.service.startswith(mdp.MMI_PREFIX):
+            self.deliver(request.route, self.management(request))
+        elif not self.runner.accepts(request):
+            self.unanswered(request, "no worker here serves it")
+        else:
+            return request
+        return None
+
+    def management(self, request: Request) -> bytes:
+        """RFC 8: mmi.service answers whether a worker serves the service named in the body."""
+        if request.service != MMI_SERVICE:
+            return b"501"
+        return b"200" if self.runner.serves(request.body) else b"404"
+
+    def unanswered(self, request: Request, why: str) -> None:
+        """An MDP client's request that gets no reply: MDP has none for errors."""
+        service = printable(request.service)
+        self.incidents.add(f"sent no reply to MDP requests for service {service!r}: {why}")
+        self.counts["unanswered"] += 1
 
     def refuse(self, routing_id: bytes, frame_count: int) -> None:
         """A malformed request: logged, and answered to the routing id alone."""
@@ -211,7 +247,10 @@ class Server:
 
     def deliver_all(self, replies: list[Reply]) -> None:
         for route, body, final in replies:
-            self.deliver(route, body)
+            if route:
+                self.deliver(route, body)
+            else:  # an MDP client's request that ends with no reply (an error, for plain)
+                self.counts["unanswered"] += 1
             self.in_flight -= final
 
     def deliver(self, route: list[bytes], body: bytes) -> None:
@@ -249,7 +288,8 @@ class Server:
         return (
             f"workers: {self.runner.describe()}; requests: {waiting} waiting, "
             f"{self.in_flight - waiting} running; since start: {self.counts['answered']} "
-            f"answered, {self.counts['errors']} error replies, {self.counts['dropped']} dropped"
+            f"answered, {self.counts['errors']} error replies, {self.counts['dropped']} dropped, "
+            f"{self.counts['unanswered']} MDP requests unanswered"
         )
 
     def on_signal(self, signum: int, _frame: object) -> None:
@@ -299,11 +339,12 @@ def make_runner(
 ) -> Runner:
     """Where the handler runs, as the flags say; with --backend or --processes, the
     backend is bound here (and where remote workers connect is printed)."""
+    service = args.service.encode()
     if not (args.backend or args.processes):
         if not args.workers:
-            return Inline(args.handler)
+            return Inline(args.handler, service)
         pool = Tasks if handlers.is_async(args.handler) else Threads
-        return pool(args.handler, args.workers, MAX_WAITING, waker)
+        return pool(args.handler, args.workers, MAX_WAITING, waker, service)
     backend = cleanup.enter_context(context.socket(zmq.ROUTER))
     # Workers' frames get their own cap: a reply may be far larger than a request.
     set_router_options(backend, args.max_reply_size, WORKERS_ZAP_DOMAIN, args.worker_heartbeat)
@@ -330,9 +371,10 @@ def make_runner(
         say(f"Workers connect to {backend.getsockopt_string(zmq.LAST_ENDPOINT)}")
     return Broker(
         backend,
-        args.service.encode(),
+        service,
         args.worker_heartbeat,
         MAX_WAITING,
+        args.no_worker_timeout,
         incidents,
         supervisor,
     )
@@ -426,7 +468,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "worker processes (MDP)",
         "Requests go to Majordomo workers (worker.py, or any MDP/0.1 or 0.2 worker) "
-        "instead of threads: one request per worker at a time.",
+        "instead of threads: one request per worker at a time, for any number of services.",
     )
     group.add_argument(
         "--backend",
@@ -449,7 +491,17 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "--service",
         default=DEFAULT_SERVICE,
         metavar="NAME",
-        help=f"the MDP service that clients' requests go to (default {DEFAULT_SERVICE})",
+        help=f"the service plain clients' requests go to, and --processes workers serve; "
+        f"without workers, the name MDP clients reach the handler by (default {DEFAULT_SERVICE})",
+    )
+    group.add_argument(
+        "--no-worker-timeout",
+        type=float,
+        default=DEFAULT_NO_WORKER_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long a request for a service with no worker registered waits for one, "
+        f"from its arrival; then a plain client gets ERROR: no worker for this service, an "
+        f"MDP client nothing (default {DEFAULT_NO_WORKER_TIMEOUT:g})",
     )
     group.add_argument(
         "--worker-heartbeat",
@@ -516,6 +568,9 @@ def check_security(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 
 def check_workers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    service = args.service.encode()
+    if not 1 <= len(service) <= 255 or service.startswith(mdp.MMI_PREFIX):
+        parser.error("--service must be 1 to 255 bytes, outside the mmi. names (RFC 8)")
     if args.processes < 0:
         parser.error("--processes must be 0 or more")
     if args.backend or args.processes:
@@ -526,8 +581,8 @@ def check_workers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             )
         if not args.worker_heartbeat >= 0.01:
             parser.error("--worker-heartbeat must be at least 0.01 seconds")
-        if not 1 <= len(args.service.encode()) <= 255:
-            parser.error("--service must be 1 to 255 bytes")
+        if not args.no_worker_timeout >= 0:
+            parser.error("--no-worker-timeout must be 0 or more seconds")
         if args.max_reply_size < 1024:
             parser.error("--max-reply-size must be at least 1024")
     if args.max_requests and not args.processes:

@@ -177,7 +177,9 @@ def start_worker(spawn, server, backend: str, *args: str, handler: str = ECHO):
         "worker.py", "--connect", backend, "--heartbeat", HEARTBEAT, "--handler", handler, *args
     )
     worker.wait_for(f"^Worker ready for hello at {re.escape(backend)}$")
-    server.process.wait_for(rf"worker \S+/{worker.popen.pid} ready \(MDP/0\.2\)$", "err")
+    server.process.wait_for(
+        rf"worker \S+/{worker.popen.pid} ready for 'hello' \(MDP/0\.2\)$", "err"
+    )
     return worker
 
 

@@ -91,7 +91,11 @@ def test_framing_names_its_version_for_the_log():
         ([b"id", b"", b"Hello"], [b"id", b""], b"Hello"),  # REQ
         ([b"id", b"token", b"", b"Hello"], [b"id", b"token", b""], b"Hello"),  # client.py
         ([b"id", b"h1", b"h2", b"", b""], [b"id", b"h1", b"h2", b""], b""),  # proxy hops
-        ([b"id", *[b""] * (MAX_FRAMES - 1)], [b"id", *[b""] * (MAX_FRAMES - 2)], b""),
+        (
+            [b"id", *[b"hop"] * (MAX_FRAMES - 3), b"", b""],
+            [b"id", *[b"hop"] * (MAX_FRAMES - 3), b""],
+            b"",
+        ),
     ],
 )
 def test_split_request_keeps_the_route_for_the_reply(frames, route, body):
@@ -193,3 +197,78 @@ def test_call_turns_failures_into_error_replies():
     assert call(lambda body: body.decode() + "!", b"hi") == b"hi!"
     assert call(lambda body: 1 / 0, b"") == b"ERROR: handler failed (ZeroDivisionError)"
     assert call(lambda body: 42, b"") == b"ERROR: handler failed (TypeError)"
+
+
+# MDP clients ---------------------------------------------------------------------------
+
+RID = b"\x00k\x8bEg"  # a routing id as ROUTER makes them
+
+
+@pytest.mark.parametrize(
+    "frames, dialect, final, partial",
+    [
+        (  # MDP/0.1 on REQ, or mdcliapi2's DEALER with the empty frame
+            [RID, b"", b"MDPC01", b"echo", b"body"],
+            mdp.MDP01,
+            [RID, b"", b"MDPC01", b"echo"],
+            None,
+        ),
+        (  # RFC 18 as written: no empty frame, REQUEST 1, replies PARTIAL 2 and FINAL 3
+            [RID, b"MDPC02", b"\x01", b"echo", b"body"],
+            mdp.RFC18,
+            [RID, b"MDPC02", b"\x03", b"echo"],
+            [RID, b"MDPC02", b"\x02", b"echo"],
+        ),
+        (  # majortomo: empty frame, the worker codes, no service frame in replies
+            [RID, b"", b"MDPC02", b"\x02", b"echo", b"body"],
+            mdp.MAJORTOMO,
+            [RID, b"", b"MDPC02", b"\x04"],
+            [RID, b"", b"MDPC02", b"\x03"],
+        ),
+        (  # client.py --service: RFC 18 behind its token envelope
+            [RID, b"token", b"", b"MDPC02", b"\x01", b"echo", b"body"],
+            mdp.RFC18,
+            [RID, b"token", b"", b"MDPC02", b"\x03", b"echo"],
+            [RID, b"token", b"", b"MDPC02", b"\x02", b"echo"],
+        ),
+    ],
+)
+def test_each_client_dialect_is_recognised_and_answered_in_kind(frames, dialect, final, partial):
+    assert split_request(frames) is None  # never taken for a plain request
+    request = mdp.client_request(frames)
+    assert (request.dialect, request.service, request.body) == (dialect, b"echo", b"body")
+    assert request.route == final
+    assert dialect.partial_route(request) == partial
+
+
+def test_an_mdp_request_keeps_every_body_frame():
+    request = mdp.client_request([RID, b"", b"MDPC01", b"echo", b"a", b"b", b"c"])
+    assert (request.body_head, request.body) == ((b"a", b"b"), b"c")
+
+
+@pytest.mark.parametrize(
+    "frames, says",
+    [
+        ([RID, b"", b"MDPC01"], None),  # a plain REQ request whose body is "MDPC01"
+        ([RID, b"token", b"", b"MDPC02"], None),  # client.py sending "MDPC02"
+        ([RID, b"a", b"b"], None),  # no delimiter: not MDP, a malformed plain request
+        ([RID, b"", b"MDPC01", b"echo"], "without a body"),
+        ([RID, b"MDPC02", b"\x01"], "without a service"),
+        ([RID, b"", b"MDPC02"] + [b"x"] * 2, "unknown MDP/0.2 client command"),
+        ([RID, b"MDPC02", b"\x03", b"echo", b"body"], "unknown MDP/0.2 client command"),
+        ([RID, b"", b"MDPC01", b"", b"body"], "service of 0 bytes"),
+        ([RID, b"MDPC02", b"\x01", b"s" * 256, b"body"], "service of 256 bytes"),
+    ],
+)
+def test_what_is_not_an_mdp_request(frames, says):
+    if says is None:
+        assert mdp.client_request(frames) is None
+    else:
+        assert split_request(frames) is None  # malformed MDP is never a plain request
+        with pytest.raises(mdp.ProtocolError, match=says):
+            mdp.client_request(frames)
+
+
+def test_mdp_0_1_has_no_partial_replies():
+    request = mdp.client_request([RID, b"", b"MDPC01", b"echo", b"body"])
+    assert mdp.MDP01.partial_route(request) is None

@@ -110,3 +110,15 @@ def test_properties_over_random_arrivals_and_completions(slots, max_waiting, run
     # Each client's requests start in arrival order.
     for numbers in started_in_order.values():
         assert numbers == list(range(len(numbers)))
+
+
+def test_a_withdrawn_job_leaves_the_others_their_turns():
+    scheduler: Scheduler[int, list[str]] = Scheduler()
+    jobs = {name: [name] for name in ["a0", "a1", "b0"]}  # lists: withdrawn by identity
+    for name, job in jobs.items():
+        scheduler.add(name[0], job)
+    scheduler.withdraw("a", jobs["a0"])
+    scheduler.withdraw("b", jobs["b0"])
+    assert (scheduler.queued, list(scheduler.waiting)) == (1, ["a"])
+    scheduler.release(0)
+    assert scheduler.dispatch() == [(0, ["a1"])]

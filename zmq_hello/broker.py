@@ -1,9 +1,15 @@
 """server.py's Majordomo (MDP) broker: requests to worker processes behind the backend.
 
 Workers (worker.py, majortomo's, the guide's) connect to the backend ROUTER and register
-for the service with READY. The scheduler hands each request to the least recently used
-idle worker; the worker answers with FINAL (or PARTIALs, then FINAL). Only server.py's
-poll loop calls into the Broker, so only that thread touches the backend socket.
+for a service with READY; any name but the mmi. ones (RFC 8: the broker's own). Each
+service has its own scheduler: its waiting requests, round robin over their clients,
+and its idle workers, least recently used first. A request goes to an idle worker of
+its service at once, whatever waits for others; the worker answers with FINAL (or
+PARTIALs, then FINAL). Plain clients' requests go to the server's --service; MDP
+clients name theirs. A request for a service with no worker waits --no-worker-timeout
+for one to register, then expires (a request waiting for a busy worker never does).
+Only server.py's poll loop calls into the Broker, so only that thread touches the
+backend socket.
 
 Liveness. An idle worker is dead after LIVENESS heartbeat intervals without a word from
 it. A busy one may be silent (MDP workers send heartbeats only while they wait), so
@@ -22,7 +28,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from logging import INFO
 
 import zmq
@@ -41,24 +48,40 @@ MAX_FRAMES = 32  # frames kept of a worker's message: MDP needs 7, more is hosti
 log = logging.getLogger("server")
 
 
+@dataclass(eq=False)  # by identity: a service is a key of the broker's dicts
+class Service:
+    """One service: its own fair queue of waiting requests and its own idle workers."""
+
+    name: bytes
+    scheduler: Scheduler[bytes, Request]  # free: its idle workers, least recently used first
+    workers: int = 0  # registered for it
+    # While no worker is registered: when each waiting request expires, oldest first.
+    expiring: deque[tuple[float, Request]] = field(default_factory=deque)
+
+    def __str__(self) -> str:
+        return repr(named(self.name))
+
+
 @dataclass
 class Worker:
     """A registered MDP worker, by the routing id it connected with."""
 
     framing: mdp.Framing
     expires: float  # dead after this, if idle and silent
+    service: Service
     key: bytes = b""  # the request it holds, by the address frame it was sent with
     request: Request | None = None
     untried: bool = False  # a local worker that has yet to answer: its supervisor asks
 
 
 def named(address: bytes) -> str:
-    """A worker's address for the log: worker.py's are host/pid, others' may be binary."""
+    """A worker's address or a service's name for the log: they may be binary."""
     return address.decode("utf-8", "backslashreplace")
 
 
 class Broker:
-    """The Runner for MDP workers: one service, its idle workers least recently used first."""
+    """The Runner for MDP workers: any number of services, each with its own queue and its
+    own idle workers; requests for a service nobody serves wait, then expire."""
 
     def __init__(
         self,
@@ -66,36 +89,56 @@ class Broker:
         service: bytes,
         heartbeat: float,
         max_waiting: int,
+        no_worker_timeout: float,
         incidents: Incidents,
         supervisor: Supervisor | None = None,
     ) -> None:
-        """backend is bound already; problems and churn go to incidents, a line a flood."""
+        """backend is bound already; plain clients' requests go to service; problems and
+        churn go to incidents, a line a flood."""
         self.backend = backend
         self.sockets = [backend]
-        self.service = service
+        self.default = service
         self.heartbeat = heartbeat
+        self.max_waiting = max_waiting
+        self.no_worker_timeout = no_worker_timeout
         self.incidents = incidents
         self.supervisor = supervisor
-        self.scheduler: Scheduler[bytes, Request] = Scheduler((), max_waiting)
+        self.services: dict[bytes, Service] = {}
         self.workers: dict[bytes, Worker] = {}
+        # Services that may have an idle worker and a waiting request, for flush().
+        self.pending: dict[Service, None] = {}
+        self.orphaned: dict[Service, None] = {}  # with requests waiting for any worker
+        self.expired = 0
         self.keys = itertools.count()
         self.replies: list[Reply] = []  # gathered while reading, for collect()
         self.next_heartbeat = 0.0
-        self.next_tick = 0.0  # the next heartbeat, or a local worker's restart if sooner
+        self.next_tick = 0.0  # the next heartbeat, restart or expiry, whichever is sooner
+        self.open(service)
         if supervisor:
             supervisor.start()
 
     # The Runner interface.
 
     def submit(self, request: Request) -> bytes | None:
-        return None if self.scheduler.add(request.route[0], request) else TOO_MANY
+        name = request.service or self.default
+        service = self.services.get(name) or self.open(name)
+        if not service.scheduler.add(request.route[0], request):
+            return TOO_MANY
+        if service.scheduler.free:
+            self.pending[service] = None
+        elif not service.workers:
+            self.expire_later(service, request)
+        return None
 
     def flush(self) -> list[Reply]:
-        scheduler = self.scheduler
         # A loop: a worker found gone as a request is sent to it puts that request back.
-        while scheduler.free and scheduler.queued:
-            for address, request in scheduler.dispatch():
-                self.start(address, request)
+        while self.pending:
+            pending, self.pending = self.pending, {}
+            for service in pending:
+                scheduler = service.scheduler
+                while scheduler.free and scheduler.queued:
+                    for address, request in scheduler.dispatch():
+                        self.start(address, request)
         if not self.replies:  # the common case, checked on every turn of the poll loop
             return NO_REPLIES
         replies, self.replies = self.replies, []
@@ -110,20 +153,40 @@ class Broker:
     def wait_ms(self, longest: int) -> int:
         return max(0, min(longest, round((self.next_tick - time.monotonic()) * 1000)))
 
+    def serves(self, service: bytes) -> bool:
+        found = self.services.get(service)
+        return found is not None and found.workers > 0
+
+    def accepts(self, request: Request) -> bool:
+        return True  # a service nobody serves yet may have a worker soon: it waits
+
     def waiting(self) -> int:
-        return self.scheduler.queued
+        return sum(service.scheduler.queued for service in self.services.values())
 
     def describe(self) -> str:
-        busy = sum(1 for worker in self.workers.values() if worker.request)
-        return f"{len(self.workers)} connected, {busy} busy"
+        busy = Counter(worker.service.name for worker in self.workers.values() if worker.request)
+        services = " / ".join(
+            f"{service} {service.workers} connected, {busy[name]} busy, "
+            f"{service.scheduler.queued} waiting"
+            for name, service in self.services.items()
+        )
+        return (
+            f"{len(self.workers)} connected, {sum(busy.values())} busy; by service: "
+            f"{services}; {self.expired} requests expired with no worker"
+        )
 
     def unservable(self) -> list[Reply]:
-        if not self.scheduler.queued or self.can_serve():
-            return []
-        # Shutting down with no worker left to run them: waiting would be forever.
-        return [
-            error_reply(request.route, "no worker available") for request in self.scheduler.drain()
-        ]
+        replies = []
+        for service in list(self.services.values()):
+            if service.scheduler.queued and not self.may_serve(service):
+                # Shutting down with no worker left to run them: waiting would be forever.
+                service.expiring.clear()
+                self.orphaned.pop(service, None)
+                replies += [
+                    error_reply(request, "no worker available")
+                    for request in service.scheduler.drain()
+                ]
+        return replies
 
     def stop(self) -> None:
         """At shutdown, once nothing is in flight: DISCONNECT to all, local ones ended."""
@@ -138,9 +201,58 @@ class Broker:
         if self.supervisor:
             self.supervisor.kill()
 
-    def can_serve(self) -> bool:
-        """Whether a worker is registered, or a local one may yet be."""
-        return bool(self.workers) or bool(self.supervisor and self.supervisor.may_serve())
+    def may_serve(self, service: Service) -> bool:
+        """Whether a worker is registered for service, or a local one may yet be."""
+        if service.workers:
+            return True
+        local = self.supervisor and service.name == self.default
+        return bool(local and self.supervisor and self.supervisor.may_serve())
+
+    # Services, and requests that nobody serves.
+
+    def open(self, name: bytes) -> Service:
+        service = self.services[name] = Service(name, Scheduler((), self.max_waiting))
+        return service
+
+    def close_if_unused(self, service: Service) -> None:
+        """A service with no worker and no request is forgotten: names cost nothing."""
+        if not (service.workers or service.scheduler.queued or service.name == self.default):
+            self.services.pop(service.name, None)
+
+    def expire_later(self, service: Service, request: Request) -> None:
+        deadline = time.monotonic() + self.no_worker_timeout
+        service.expiring.append((deadline, request))
+        if service not in self.orphaned:
+            self.orphaned[service] = None
+            self.next_tick = min(self.next_tick, deadline)
+
+    def orphan(self, service: Service) -> None:
+        """Its last worker is gone: what waits for it starts waiting for a new one."""
+        deadline = time.monotonic() + self.no_worker_timeout
+        waiting = service.scheduler.waiting.values()
+        service.expiring = deque((deadline, request) for jobs in waiting for request in jobs)
+        if service.expiring:
+            self.orphaned[service] = None
+            self.next_tick = min(self.next_tick, deadline)
+        else:
+            self.close_if_unused(service)
+
+    def expire(self, now: float) -> None:
+        """Requests that waited --no-worker-timeout for a worker that never came."""
+        for service in list(self.orphaned):
+            expiring = service.expiring
+            while expiring and expiring[0][0] <= now:
+                _, request = expiring.popleft()
+                service.scheduler.withdraw(request.client, request)
+                self.replies.append(error_reply(request, "no worker for this service"))
+                self.expired += 1
+                self.incidents.add(
+                    f"requests for service {service} expired: no worker registered within "
+                    f"{self.no_worker_timeout:g} s (--no-worker-timeout)"
+                )
+            if not expiring:
+                del self.orphaned[service]
+                self.close_if_unused(service)
 
     # Requests out, replies back.
 
@@ -148,7 +260,9 @@ class Broker:
         worker = self.workers[address]
         worker.key = next(self.keys).to_bytes(8, "big")
         worker.request = request
-        frames = mdp.build(worker.framing, mdp.REQUEST, worker.key, request.body)
+        frames = mdp.build(
+            worker.framing, mdp.REQUEST, worker.key, *request.body_head, request.body
+        )
         if not self.send(address, frames):
             self.forget(address, "is gone")
 
@@ -187,14 +301,21 @@ class Broker:
         request = worker.request
         if command in (mdp.FINAL, mdp.PARTIAL) and request and message.address == worker.key:
             final = command == mdp.FINAL
-            # A reply of several frames keeps them: all but the last travel as envelope.
-            *envelope, body = message.body
-            route = request.route + envelope if envelope else request.route
-            self.replies.append(construct(Reply, (route, body, final)))
+            route: list[bytes] | None = request.route
+            if not final and request.dialect:
+                route = request.dialect.partial_route(request)  # None: MDP/0.1 has no PARTIAL
+            if route is not None:
+                # A reply of several frames keeps them: all but the last travel as envelope.
+                *envelope, body = message.body
+                route = route + envelope if envelope else route
+                self.replies.append(construct(Reply, (route, body, final)))
             if final:
                 worker.request = None
                 worker.key = b""
-                self.scheduler.release(address)
+                service = worker.service
+                service.scheduler.release(address)
+                if service.scheduler.queued:
+                    self.pending[service] = None
                 if worker.untried and self.supervisor:
                     worker.untried = False
                     self.supervisor.served(address)
@@ -216,19 +337,28 @@ class Broker:
 
     def register(self, address: bytes, message: mdp.Message) -> None:
         name = named(address)
-        if message.address != self.service:
-            service = message.address.decode("utf-8", "backslashreplace")
+        if message.address.startswith(mdp.MMI_PREFIX):
             self.incidents.add(
-                f"worker {name} registered for {service!r}, not this server's service"
+                f"worker {name} registered for {named(message.address)!r}: mmi. services "
+                "are the broker's own (RFC 8); sent DISCONNECT"
             )
             self.send(address, mdp.build(message.framing, mdp.DISCONNECT))
             return
+        service = self.services.get(message.address) or self.open(message.address)
         expires = time.monotonic() + LIVENESS * self.heartbeat
-        worker = self.workers[address] = Worker(message.framing, expires)
-        self.scheduler.release(address)
+        worker = self.workers[address] = Worker(message.framing, expires, service)
+        service.workers += 1
+        service.scheduler.release(address)
+        if service.expiring:  # what waited for a worker has one
+            service.expiring.clear()
+            self.orphaned.pop(service, None)
+        if service.scheduler.queued:
+            self.pending[service] = None
         if self.supervisor:
             worker.untried = self.supervisor.registered(address)
-        self.incidents.add(f"worker {name} ready ({message.framing})", "workers registering", INFO)
+        self.incidents.add(
+            f"worker {name} ready for {service} ({message.framing})", "workers registering", INFO
+        )
 
     def send(self, address: bytes, frames: list[bytes]) -> bool:
         """Send without ever blocking the loop; False if the worker cannot be reached."""
@@ -248,20 +378,26 @@ class Broker:
     def forget(self, address: bytes, why: str, died: bool = True) -> None:
         """A worker is gone: its request runs once more elsewhere, or fails."""
         worker = self.workers.pop(address)
-        self.scheduler.remove(address)
+        service = worker.service
+        service.scheduler.remove(address)
+        service.workers -= 1
         name = named(address)
         request = worker.request
         if request is None:
             self.incidents.add(f"worker {name} {why}", "workers leaving")
         elif not died:
             log.info("worker %s %s before it ran a request: running it elsewhere", name, why)
-            self.scheduler.add(request.client, request, first=True)
+            service.scheduler.add(request.client, request, first=True)
         elif not request.worker_died:
             log.warning("worker %s %s holding a request: running it once more", name, why)
-            self.scheduler.add(request.client, request._replace(worker_died=True), first=True)
+            service.scheduler.add(request.client, request._replace(worker_died=True), first=True)
         else:
             log.warning("worker %s %s holding a request that a worker died on before", name, why)
-            self.replies.append(error_reply(request.route, "worker failed"))
+            self.replies.append(error_reply(request, "worker failed"))
+        if service.scheduler.free and service.scheduler.queued:
+            self.pending[service] = None
+        elif not service.workers:
+            self.orphan(service)
         if self.supervisor:
             self.supervisor.hung(address)  # a silent local worker is hung: end it
 
@@ -276,6 +412,8 @@ class Broker:
         now = time.monotonic()
         if now < self.next_tick:  # the common case, on every turn of the poll loop
             return
+        if self.orphaned:
+            self.expire(now)
         if now >= self.next_heartbeat:
             self.next_heartbeat = now + self.heartbeat
             for address, worker in list(self.workers.items()):
@@ -285,7 +423,8 @@ class Broker:
                     self.forget(address, "is gone")
             self.reap()  # in case a SIGCHLD came before the loop could see it
         restart = self.supervisor.restart() if self.supervisor else None
-        self.next_tick = min(self.next_heartbeat, restart or self.next_heartbeat)
+        expiries = [service.expiring[0][0] for service in self.orphaned]
+        self.next_tick = min(self.next_heartbeat, restart or self.next_heartbeat, *expiries)
 
     def reap(self) -> None:
         """Local workers that exited: forgotten, so that their requests run again."""

@@ -7,11 +7,17 @@ a DEALER's envelope is empty, REQ's is [b""], and client.py's is [token, b""].
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from zmq_hello.mdp import Dialect
 
 MAX_FRAMES = 16  # routing id + envelope + body; real envelopes have 0 to 4 frames
 LOG_BODY_BYTES = 60
 ERROR_PREFIX = b"ERROR: "
+# An MDP client's request has one of these after its envelope (if any) and before its
+# body: a request with one is MDP's (mdp.client_request), never a plain one.
+MDP_CLIENT_HEADERS = frozenset((b"MDPC01", b"MDPC02"))
 
 # Builds a Request or a Reply from a tuple of all its fields without calling the
 # NamedTuple's generated __new__, a Python function: on the hot path that frame cost
@@ -25,6 +31,9 @@ class Request(NamedTuple):
     route: list[bytes]  # [routing_id, *envelope]: returned in front of the reply
     body: bytes
     worker_died: bool = False  # a worker process died holding it once already
+    service: bytes = b""  # an MDP client's; b"" for a plain client's: the server's own
+    dialect: Dialect | None = None  # an MDP client's framing; None for a plain client
+    body_head: tuple[bytes, ...] = ()  # an MDP request's body frames before the last
 
     @property
     def client(self) -> bytes:
@@ -41,20 +50,29 @@ class Reply(NamedTuple):
 
 
 def split_request(frames: list[bytes]) -> Request | None:
-    """[routing_id, *envelope, body] as a Request; None if malformed.
+    """[routing_id, *envelope, body] as a plain client's Request; None if it is not one
+    (malformed, or an MDP client's request: see mdp.client_request).
 
-    A non-empty envelope must end in the empty delimiter, as REQ and client.py send it.
+    A non-empty envelope must end in the empty delimiter, as REQ and client.py send it,
+    and hold no MDP client header: with one, the frames after it are MDP's.
     """
     if not 2 <= len(frames) <= MAX_FRAMES:
         return None
     *route, body = frames
-    if len(route) > 1 and route[-1]:
+    if len(route) > 1 and (route[-1] or not MDP_CLIENT_HEADERS.isdisjoint(route)):
         return None
-    return construct(Request, (route, body, False))
+    return construct(Request, (route, body, False, b"", None, ()))
 
 
-def error_reply(route: list[bytes], why: str) -> Reply:
-    """The reply a client gets when its request cannot be answered: ERROR: why."""
+# A request that ends with nothing sent: an MDP client's, since MDP has no error reply
+# (the client's own timeout ends its wait). The loop counts it as answered no further.
+UNANSWERED: list[bytes] = []
+
+
+def error_reply(request: Request, why: str) -> Reply:
+    """What ends a request the server cannot answer: ERROR: why, for a plain client; for
+    an MDP client, a Reply with no route, which sends nothing."""
+    route = UNANSWERED if request.dialect else request.route
     return Reply(route, ERROR_PREFIX + why.encode())
 
 

@@ -1,6 +1,7 @@
-"""Majordomo (MDP) worker framing, with no sockets: parse and build worker messages.
+"""Majordomo (MDP) framing, with no sockets: worker messages parsed and built, and client
+requests recognised in each of the three dialects in use.
 
-Two versions are spoken, and a worker is answered in the one it used:
+Workers. Two versions are spoken, and a worker is answered in the one it used:
 - MDP/0.1 (ZeroMQ RFC 7, the guide's mdwrkapi in every language): header b"MDPW01";
   READY 1, REQUEST 2, REPLY 3, HEARTBEAT 4, DISCONNECT 5.
 - MDP/0.2 (ZeroMQ RFC 18, majortomo): header b"MDPW02"; READY 1, REQUEST 2, PARTIAL 3,
@@ -16,11 +17,24 @@ puts it back. Commands are named by the 0.2 names; 0.1's REPLY is FINAL.
     FINAL       [header, 4, client_address, b"", *body]      worker -> broker
     HEARTBEAT   [header, 5]
     DISCONNECT  [header, 6]
+
+Clients. What a ROUTER receives after the routing id, and the reply's first frames:
+- MDP/0.1 (RFC 7; the guide's mdcliapi on REQ, mdcliapi2 on DEALER): [b"", b"MDPC01",
+  service, *body]; replied [b"", b"MDPC01", service, *reply]. No PARTIAL.
+- MDP/0.2 as RFC 18 writes it: [b"MDPC02", 1 REQUEST, service, *body]; replied
+  [b"MDPC02", 2 PARTIAL or 3 FINAL, service, *reply].
+- MDP/0.2 as majortomo 0.2.0 speaks it, with the worker codes: [b"", b"MDPC02",
+  2 REQUEST, service, *body]; replied [b"", b"MDPC02", 3 PARTIAL or 4 FINAL, *reply],
+  with no service frame.
+The frames before the header (none, REQ's b"", client.py's [token, b""]) are an envelope,
+returned as they came; the code after b"MDPC02" tells its two dialects apart.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
+
+from zmq_hello.envelope import Request, construct
 
 W01, W02 = b"MDPW01", b"MDPW02"
 READY, REQUEST, PARTIAL, FINAL, HEARTBEAT, DISCONNECT = (
@@ -114,3 +128,80 @@ def build(framing: Framing, command: str, address: bytes = b"", *body: bytes) ->
     elif command == READY:
         frames.append(address)
     return frames
+
+
+# Clients ------------------------------------------------------------------------------
+
+C01, C02 = b"MDPC01", b"MDPC02"
+CLIENT_HEADERS = frozenset((C01, C02))
+MAX_SERVICE_BYTES = 255  # RFC 7 and 18: a service name is a short string
+MMI_PREFIX = b"mmi."  # RFC 8: the broker's own services
+
+
+class Dialect(NamedTuple):
+    """How one kind of MDP client frames its requests and expects its replies."""
+
+    name: str
+    header: bytes
+    request: bytes  # the command code after the header; b"" where there is none (0.1)
+    partial: bytes | None  # None: the dialect has no PARTIAL, only the final reply goes out
+    final: bytes
+    service_in_reply: bool
+
+    def reply_head(self, service: bytes, final: bool = True) -> list[bytes]:
+        """The frames of a reply between the envelope and the body."""
+        head = [self.header]
+        if self.request:
+            head.append(self.final if final else self.partial or b"")
+        if self.service_in_reply:
+            head.append(service)
+        return head
+
+    def partial_route(self, request: Request) -> list[bytes] | None:
+        """Where a PARTIAL reply to request goes (None: nowhere, 0.1 has none)."""
+        if self.partial is None:
+            return None
+        final_head = len(self.reply_head(request.service))
+        return request.route[:-final_head] + self.reply_head(request.service, final=False)
+
+
+MDP01 = Dialect("MDP/0.1", C01, b"", None, b"", True)
+RFC18 = Dialect("MDP/0.2 (RFC 18)", C02, b"\x01", b"\x02", b"\x03", True)
+MAJORTOMO = Dialect("MDP/0.2 (majortomo)", C02, b"\x02", b"\x03", b"\x04", False)
+DIALECTS_02 = {RFC18.request: RFC18, MAJORTOMO.request: MAJORTOMO}
+
+
+def client_request(frames: list[bytes]) -> Request | None:
+    """An MDP client's request from what the frontend received ([routing_id, ...]): a
+    Request whose route carries the reply's MDP frames; None if the frames are not MDP
+    at all; ProtocolError if they are MDP but malformed."""
+    if frames[1] in CLIENT_HEADERS:
+        start = 1
+    else:
+        try:
+            start = frames.index(b"", 1) + 1  # the envelope's delimiter
+        except ValueError:
+            return None
+        # A header as the last frame is a plain request's body: "MDPC01" is a fine one.
+        if start >= len(frames) - 1 or frames[start] not in CLIENT_HEADERS:
+            return None
+    header, *rest = frames[start:]
+    if header == C01:
+        dialect = MDP01
+    else:
+        if not rest:
+            raise ProtocolError("MDP/0.2 request without a command")
+        code, *rest = rest
+        found = DIALECTS_02.get(code)
+        if found is None:
+            raise ProtocolError(f"unknown MDP/0.2 client command {code[:8]!r}")
+        dialect = found
+    if not rest:
+        raise ProtocolError(f"{dialect.name} request without a service frame")
+    service, *body = rest
+    if not 1 <= len(service) <= MAX_SERVICE_BYTES:
+        raise ProtocolError(f"{dialect.name} request for a service of {len(service)} bytes")
+    if not body:
+        raise ProtocolError(f"{dialect.name} request without a body")
+    route = frames[:start] + dialect.reply_head(service)
+    return construct(Request, (route, body[-1], False, service, dialect, tuple(body[:-1])))

@@ -58,6 +58,15 @@ class Runner(Protocol):
         """How long the poll may wait before the runner has something to do."""
         ...
 
+    def serves(self, service: bytes) -> bool:
+        """Whether a worker is registered for service now (mmi.service answers 200)."""
+        ...
+
+    def accepts(self, request: Request) -> bool:
+        """Whether an MDP client's request may ever be served here: False sends nothing
+        (MDP has no error reply); True, and submit() takes it as any other."""
+        ...
+
     def waiting(self) -> int:
         """Requests taken and not yet started."""
         ...
@@ -111,7 +120,21 @@ class Waker:
         self.writer.close()
 
 
-class Pool:
+class OneService:
+    """What the in-process runners share: one handler, serving the server's one service
+    (--service) to MDP clients as it serves plain ones."""
+
+    service: bytes
+
+    def serves(self, service: bytes) -> bool:
+        return service == self.service
+
+    def accepts(self, request: Request) -> bool:
+        # A handler takes one frame; and no worker for another service will ever come.
+        return request.service == self.service and not request.body_head
+
+
+class Pool(OneService):
     """What threads and tasks share: a scheduler and a count of free workers behind one
     lock, and a queue of replies.
 
@@ -123,8 +146,11 @@ class Pool:
 
     sockets: list[zmq.Socket] = []
 
-    def __init__(self, handler: Handler, count: int, max_waiting: int, waker: Waker) -> None:
+    def __init__(
+        self, handler: Handler, count: int, max_waiting: int, waker: Waker, service: bytes
+    ) -> None:
         self.handler = handler
+        self.service = service
         self.count = count
         self.waker = waker
         self.lock = threading.Lock()  # for scheduler and free: the loop adds, workers take
@@ -180,8 +206,10 @@ class Pool:
 class Threads(Pool):
     """count worker threads; each takes the next request by the fair rule when it frees."""
 
-    def __init__(self, handler: Handler, count: int, max_waiting: int, waker: Waker) -> None:
-        super().__init__(handler, count, max_waiting, waker)
+    def __init__(
+        self, handler: Handler, count: int, max_waiting: int, waker: Waker, service: bytes
+    ) -> None:
+        super().__init__(handler, count, max_waiting, waker, service)
         # Requests handed to free threads, and None per thread to stop.
         self.handed: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         # Started up front: creating threads on demand delays the first requests of a burst.
@@ -222,8 +250,10 @@ class Threads(Pool):
 class Tasks(Pool):
     """An `async def` handler: up to count tasks at once on one event loop in one thread."""
 
-    def __init__(self, handler: Handler, count: int, max_waiting: int, waker: Waker) -> None:
-        super().__init__(handler, count, max_waiting, waker)
+    def __init__(
+        self, handler: Handler, count: int, max_waiting: int, waker: Waker, service: bytes
+    ) -> None:
+        super().__init__(handler, count, max_waiting, waker, service)
         import asyncio  # only here: a server with a plain handler need not carry it
 
         self.loop = asyncio.new_event_loop()
@@ -272,13 +302,14 @@ class Tasks(Pool):
         self.thread.join(ABANDON_JOIN_SECONDS)
 
 
-class Inline:
+class Inline(OneService):
     """--workers 0: the handler runs in the poll loop's thread, one request at a time; an
     async one runs to completion on an event loop of that thread's own."""
 
     sockets: list[zmq.Socket] = []
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, service: bytes) -> None:
+        self.service = service
         self.loop: asyncio.AbstractEventLoop | None = None
         # A lambda, not functools.partial: Python calling Python stays in one eval loop,
         # while a call through partial (C) costs a frame of its own on every request.

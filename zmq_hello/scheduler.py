@@ -87,6 +87,19 @@ class Scheduler(Generic[Slot, Job]):
         """A slot is gone (a worker died); if it was free, it is no longer offered."""
         self.free.pop(slot, None)
 
+    def withdraw(self, client: Hashable, job: Job) -> None:
+        """Take one waiting job out (a request expiring), wherever it is in its turn."""
+        jobs = self.waiting[client]
+        for index, waiting in enumerate(jobs):
+            if waiting is job:
+                del jobs[index]
+                break
+        else:
+            raise ValueError("that job is not waiting")
+        if not jobs:
+            del self.waiting[client]
+        self.queued -= 1
+
     def drain(self) -> list[Job]:
         """Take every waiting job out, in turn order (at shutdown, with no slot to come)."""
         jobs = [job for client_jobs in self.waiting.values() for job in client_jobs]
