@@ -26,6 +26,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,11 @@ CLIENT = HERE.parent / "client.py"
 BASELINE = HERE / "baseline_server.py"
 LOAD = HERE / "load.py"
 LBBROKER = HERE / "lbbroker.py"
+WORKER = HERE.parent / "worker.py"
+MAJORTOMO_WORKER = HERE / "majortomo_worker.py"
+# majortomo's broker logs a line per reply at its default level (INFO); server.py runs
+# --quiet: both at warnings.
+MAJORTOMO_LOGGING = "logging:\n  root: {level: WARNING}\n  handlers: {console: {level: WARNING}}\n"
 EPHEMERAL = "tcp://127.0.0.1:*"
 
 # The figures the project promises, as ratios to this run's own baseline.
@@ -54,6 +60,8 @@ TARGETS = {
     "slow_work": {4: 1.01, 16: 1.01, 100: 1.03},  # wall time at most this x the ideal
     "client": 1.15,  # client.py at most this x `python -c "import zmq"`
     "memory": 1.02,  # RSS added by 1000 idle clients at most this x the baseline's
+    "majortomo_rps": 1.2,  # zero work: server.py (plain and MDP clients) x majortomo's broker
+    "majortomo_cpu_rps": 0.90,  # CPU-bound: both bound by their workers
     "against_rps": 0.95,  # each figure at least this x the same figure for --against REV
 }
 
@@ -123,6 +131,9 @@ class Server:
             text=True,
         )
         line = self.popen.stdout.readline()
+        if line.startswith("Workers connect to "):  # --backend: remote workers' endpoint
+            self.backend = line.split()[-1]
+            line = self.popen.stdout.readline()
         if not line.startswith("Listening on "):
             self.stop()
             raise SystemExit(f"bench: {script.name} did not start: {line!r}")
@@ -158,6 +169,76 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
         self.popen.wait()
+
+
+class Fleet:
+    """A broker with worker.py processes of its own, stopped together: majortomo's broker
+    from PyPI, or server.py --backend; endpoint and pid are the broker's."""
+
+    def __init__(self, broker: Server | subprocess.Popen, endpoint: str, backend: str) -> None:
+        self.broker = broker
+        self.endpoint = endpoint
+        self.backend = backend
+        self.pid = broker.pid
+        self.workers: list[subprocess.Popen] = []
+
+    def add_workers(self, services: list[str], *args: str) -> None:
+        """One worker.py per name in services; returns once each has registered."""
+        self.start_workers(
+            [
+                [str(WORKER), "--connect", self.backend, "--service", name, *args]
+                for name in services
+            ]
+        )
+
+    def start_workers(self, commands: list[list[str]]) -> None:
+        """Worker processes (each prints a 'Worker ready' line once registered)."""
+        started = [
+            subprocess.Popen(
+                [sys.executable, *command],
+                cwd=HERE.parent,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
+            for command in commands
+        ]
+        self.workers += started
+        for worker in started:
+            line = worker.stdout.readline() if worker.stdout else ""
+            if not line.startswith("Worker ready"):
+                self.stop()
+                raise SystemExit(f"bench: a worker did not start: {line!r}")
+
+    def stop(self) -> None:
+        for process in [*self.workers, self.broker]:
+            if isinstance(process, Server):
+                process.stop()
+            elif process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def majortomo(logging_config: Path) -> Fleet:
+    """majortomo's broker (one socket for clients and workers), logging only warnings."""
+    with socket.socket() as probe:  # a free port: majortomo's broker prints no endpoint
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    command = ["-m", "majortomo.broker", "-b", endpoint, "-c", str(logging_config)]
+    broker = subprocess.Popen(
+        [sys.executable, *command], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    return Fleet(broker, endpoint, endpoint)
+
+
+def server_fleet(*args: str) -> Fleet:
+    target = server("--backend", EPHEMERAL, *args, stderr=subprocess.DEVNULL)
+    return Fleet(target, target.endpoint, target.backend)
 
 
 def baseline() -> Server:
@@ -322,9 +403,15 @@ def burst(settings: Settings) -> dict:
 
 
 def interleaved(
-    settings: Settings, targets: dict, clients: int, seconds: float, rounds: int
+    settings: Settings,
+    targets: dict,
+    clients: int,
+    seconds: float,
+    rounds: int,
+    load_args: dict[str, list[str]] | None = None,
 ) -> dict:
-    """rounds of alternating rate measurements of each target; medians per target."""
+    """rounds of alternating rate measurements of each target (load_args: more for load.py,
+    by target); medians per target."""
     runs: dict[str, list[dict]] = {name: [] for name in targets}
     for round_ in range(rounds):
         for name, target in targets.items():
@@ -337,6 +424,7 @@ def interleaved(
                 str(target.pid),
                 "--warmup",
                 str(settings.warmup),
+                *(load_args or {}).get(name, []),
             )
             runs[name].append(result)
             progress(
@@ -402,6 +490,78 @@ def processes(settings: Settings) -> dict:
             row["lost"] for row in [*zero.values(), *bound.values()] if isinstance(row, dict)
         ),
     }
+
+
+def majordomo(settings: Settings) -> dict:
+    """server.py as a Majordomo broker against majortomo's (PyPI), each with 2 worker
+    processes, zero work and CPU-bound, C = 20 and 100: majortomo's broker with its own
+    workers (the stack a majortomo user runs; the targets are judged against it), and
+    with worker.py's (the broker alone); server.py --processes 2 with its plain clients
+    and with majortomo's MDP/0.2 clients (the one dialect majortomo's broker speaks), so
+    that every target gets the same load generator in its own protocol. Then ten services
+    of 1 worker each against one service of 10 workers.
+
+    The load generator waits with epoll here (load.py --epoll): zmq_poll over 100 DEALERs
+    cost it 75-90 us a request, more than either broker, on the 2 cores they share, so
+    that every broker looked alike; with epoll it costs 35-45 us."""
+    rows: dict = {}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
+        config.write(MAJORTOMO_LOGGING)
+        config.flush()
+        for work, worker_args, seconds in [
+            ("zero work", ["--work-time", "0"], settings.processes_seconds),
+            ("examples/cpu.py", ["--handler", "examples.cpu:handle"], settings.cpu_seconds),
+        ]:
+            for clients in (20, 100):
+                native, shared = majortomo(Path(config.name)), majortomo(Path(config.name))
+                targets: dict[str, Fleet | Server] = {"majortomo": native, "majortomo+w": shared}
+                try:
+                    cpu_flag = ["--cpu"] if work != "zero work" else []
+                    command = [str(MAJORTOMO_WORKER), native.endpoint, *cpu_flag]
+                    native.start_workers([command] * 2)
+                    shared.add_workers(["hello"] * 2, *worker_args)
+                    targets["plain"] = server("--processes", "2", *worker_args, workers=2)
+                    targets["mdp"] = targets["plain"]
+                    epoll, mdp = ["--epoll"], ["--epoll", "--protocol", "majortomo"]
+                    load_args = {"majortomo": mdp, "majortomo+w": mdp, "plain": epoll, "mdp": mdp}
+                    row = interleaved(
+                        settings, targets, clients, seconds, settings.processes_rounds, load_args
+                    )
+                finally:
+                    for target in set(targets.values()):
+                        target.stop()
+                for name in ("plain", "mdp"):
+                    row[name]["ratio"] = row[name]["rps"] / row["majortomo"]["rps"]
+                    row[name]["ratio_shared"] = row[name]["rps"] / row["majortomo+w"]["rps"]
+                rows[f"{work}, C={clients}"] = row
+        spread = {"one service, 10 workers": ["s0"] * 10, "ten services, 1 worker each": []}
+        spread["ten services, 1 worker each"] = [f"s{n}" for n in range(10)]
+        fleets = {label: server_fleet() for label in spread}
+        try:
+            for label, names in spread.items():
+                fleets[label].add_workers(names, "--work-time", "0")
+            load_args = {
+                "one service, 10 workers": [
+                    "--epoll",
+                    "--protocol",
+                    "majortomo",
+                    "--service",
+                    "s0",
+                ],
+                "ten services, 1 worker each": ["--epoll", "--protocol", "majortomo"]
+                + ["--service", "s", "--services", "10"],
+            }
+            row = interleaved(
+                settings, fleets, 100, settings.processes_seconds, settings.processes_rounds,
+                load_args,
+            )  # fmt: skip
+        finally:
+            for fleet in fleets.values():
+                fleet.stop()
+        first, second = spread
+        row[second]["ratio"] = row[second]["rps"] / row[first]["rps"]
+        rows["services"] = row
+    return {"rows": rows, "lost": lost(rows)}
 
 
 def kill_loop(settings: Settings) -> dict:
@@ -715,6 +875,39 @@ def report(settings: Settings, figures: dict) -> str:
         targets.append(
             f"--processes 2 CPU-bound / threads: {verdict(bound['processes']['ratio'], 'cpu_rps')}"
         )
+    if phase := figures.get("majordomo"):
+        lines += [
+            "",
+            "Majordomo brokers, 2 worker processes each, against majortomo's broker (PyPI) with "
+            "majortomo's workers (majortomo) and with worker.py (majortomo+w), logging warnings "
+            f"only; medians of {settings.processes_rounds} interleaved rounds, [lowest-highest]; "
+            "server.py --processes 2 with its plain clients (plain) and with majortomo's "
+            "MDP/0.2 client framing (mdp)",
+            f"{'work, C':<24}{'target':<13}{'req/s [range]':>24}{'x majortomo':>13}"
+            f"{'x +w':>7}{'CPU us/req':>12}{'lost':>6}",
+        ]
+        for label, row in phase["rows"].items():
+            if label == "services":
+                continue
+            cpu_bound = not label.startswith("zero")
+            for name, figure in row.items():
+                ratio = f"{figure['ratio']:.2f}" if "ratio" in figure else ""
+                shared = f"{figure['ratio_shared']:.2f}" if "ratio_shared" in figure else ""
+                cpu = figure["cpu_us_per_request"]
+                lines.append(
+                    f"{label:<24}{name:<13}{spread(figure):>24}{ratio:>13}{shared:>7}"
+                    f"{cpu or 0:>12.1f}{figure['lost']:>6}"
+                )
+                if ratio:
+                    goal = "majortomo_cpu_rps" if cpu_bound else "majortomo_rps"
+                    targets.append(
+                        f"majordomo {label} {name} / majortomo: {verdict(figure['ratio'], goal)}"
+                    )
+        services = phase["rows"]["services"]
+        lines += ["", "Services, zero work, C=100, MDP/0.2 clients spread evenly over the services"]
+        for name, figure in services.items():
+            ratio = f"  x{figure['ratio']:.2f}" if "ratio" in figure else ""
+            lines.append(f"  {name:<30}{spread(figure):>24} req/s{ratio}")
     if row := figures.get("kill"):
         lines += [
             "",
@@ -812,8 +1005,8 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["throughput", "slow_work", "burst", "processes", "kill", "client", "memory"]
-        + ["against"],
+        choices=["throughput", "slow_work", "burst", "processes", "majordomo", "kill", "client"]
+        + ["memory", "against"],
         help="run one phase",
     )
     parser.add_argument(
@@ -836,6 +1029,7 @@ def main() -> int:
         "slow_work": slow_work,
         "burst": burst,
         "processes": processes,
+        "majordomo": majordomo,
         "kill": kill_loop,
         "client": client_startup,
         "memory": memory,

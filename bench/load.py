@@ -9,6 +9,10 @@ interpreter with the server it measures. Prints one JSON object on stdout.
     load.py ENDPOINT idle C                            C DEALERs connect and are served
                                                        once, print the JSON, then hold
                                                        the connections until stdin closes
+
+--protocol picks how requests are framed: plain (server.py's own clients), rfc18 or
+majortomo (MDP/0.2 clients, as RFC 18 writes them and as majortomo speaks them, for
+service --service; --services N spreads the clients over N services, NAME0 to NAME<N-1>).
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ import argparse
 import json
 import os
 import resource
+import select
 import sys
 import time
 
 import zmq
 
+# The frames before the body, by --protocol; the service name goes last.
+HEADS = {"plain": [], "rfc18": [b"MDPC02", b"\x01"], "majortomo": [b"", b"MDPC02", b"\x02"]}
+EVENTS, POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 WARMUP = 0.3  # seconds before the measured window, so connections are up and warm
 GRACE = 5.0  # how long replies still due may take at the end before they count as lost
 
@@ -54,25 +62,75 @@ def connect(context: zmq.Context, endpoint: str, count: int) -> list[zmq.Socket]
     return sockets
 
 
+def requests(sockets: list[zmq.Socket], protocol: str, service: str, services: int) -> dict:
+    """The request each socket sends, framed for protocol."""
+    names = [service] if services == 1 else [f"{service}{n}" for n in range(services)]
+    if protocol == "plain":
+        return {socket: [b"Hello"] for socket in sockets}
+    head = HEADS[protocol]
+    return {
+        socket: [*head, names[n % len(names)].encode(), b"Hello"]
+        for n, socket in enumerate(sockets)
+    }
+
+
+def receive(socket: zmq.Socket) -> None:
+    """One whole reply, however many frames."""
+    while socket.recv(copy=False).more:
+        pass
+
+
 def wait_replies(poller: zmq.Poller, due: dict, seconds: float) -> None:
     """Receive replies until none is due or seconds pass."""
     deadline = time.monotonic() + seconds
     while due and (left := deadline - time.monotonic()) > 0:
         for socket, _ in poller.poll(left * 1000):
-            socket.recv()
+            receive(socket)
             due.pop(socket, None)
 
 
-def rate(context, endpoint, clients, seconds, server_pid, warmup=WARMUP) -> dict:
+class EpollPoller:
+    """zmq.Poller's poll() for many DEALERs at a cost per ready socket, not per socket:
+    zmq_poll asks every socket for its events on each call (about 1 us each), which at
+    C = 100 made the load generator the machine's largest consumer of CPU. A socket's FD
+    tells that its mailbox has news, and EVENTS reads it; a socket just used is asked
+    again at the next poll, since a send may read the news of a reply that came."""
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.by_fd: dict[int, zmq.Socket] = {}
+        self.used: list[zmq.Socket] = []
+
+    def register(self, socket: zmq.Socket, _flags: int) -> None:
+        fd = socket.getsockopt(zmq.FD)
+        self.by_fd[fd] = socket
+        self.epoll.register(fd, select.EPOLLIN)
+        self.used.append(socket)
+
+    def poll(self, timeout_ms: float) -> list:
+        ready = {socket for socket in self.used if socket.getsockopt(EVENTS) & POLLIN}
+        fds = self.epoll.poll(0 if ready else timeout_ms / 1000)
+        for fd, _ in fds:
+            socket = self.by_fd[fd]
+            if socket.getsockopt(EVENTS) & POLLIN:
+                ready.add(socket)
+        self.used = list(ready)
+        return [(socket, POLLIN) for socket in self.used]
+
+
+def rate(
+    context, endpoint, clients, seconds, server_pid, warmup=WARMUP, framed=requests, epoll=False
+) -> dict:
     sockets = connect(context, endpoint, clients)
-    poller = zmq.Poller()
+    message = framed(sockets)
+    poller = EpollPoller() if epoll else zmq.Poller()
     for socket in sockets:
         poller.register(socket, zmq.POLLIN)
     due: dict[zmq.Socket, float] = {}
     latencies: list[float] = []
     now = time.perf_counter()
     for socket in sockets:
-        socket.send(b"Hello")
+        socket.send_multipart(message[socket])
         due[socket] = now
     start = now + warmup
     end = start + seconds
@@ -82,10 +140,10 @@ def rate(context, endpoint, clients, seconds, server_pid, warmup=WARMUP) -> dict
             cpu_start = cpu_seconds(server_pid)
             latencies.clear()
         for socket, _ in poller.poll(1000):
-            socket.recv()
+            receive(socket)
             now = time.perf_counter()
             latencies.append(now - due[socket])
-            socket.send(b"Hello")
+            socket.send_multipart(message[socket])
             due[socket] = now
         now = time.perf_counter()
     cpu = cpu_seconds(server_pid) - (cpu_start or 0)
@@ -131,6 +189,12 @@ def main() -> None:
     parser.add_argument("seconds", type=float, nargs="?", default=30.0)
     parser.add_argument("--server-pid", type=int)
     parser.add_argument("--warmup", type=float, default=WARMUP)
+    parser.add_argument("--protocol", choices=sorted(HEADS), default="plain")
+    parser.add_argument("--service", default="hello")
+    parser.add_argument("--services", type=int, default=1)
+    parser.add_argument(
+        "--epoll", action="store_true", help="rate: wait on the sockets' FDs with epoll"
+    )
     args = parser.parse_args()
     # Each DEALER holds a TCP descriptor and a mailbox descriptor.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -140,7 +204,14 @@ def main() -> None:
         context.setsockopt(zmq.LINGER, 0)
         if args.mode == "rate":
             result = rate(
-                context, args.endpoint, args.clients, args.seconds, args.server_pid, args.warmup
+                context,
+                args.endpoint,
+                args.clients,
+                args.seconds,
+                args.server_pid,
+                args.warmup,
+                lambda sockets: requests(sockets, args.protocol, args.service, args.services),
+                args.epoll,
             )
         elif args.mode == "once":
             result = once(context, args.endpoint, args.clients, args.seconds)

@@ -69,6 +69,7 @@ class Worker:
     framing: mdp.Framing
     expires: float  # dead after this, if idle and silent
     service: Service
+    request_head: list[bytes] = field(default_factory=list)  # a REQUEST's first frames
     key: bytes = b""  # the request it holds, by the address frame it was sent with
     request: Request | None = None
     untried: bool = False  # a local worker that has yet to answer: its supervisor asks
@@ -260,10 +261,12 @@ class Broker:
         worker = self.workers[address]
         worker.key = next(self.keys).to_bytes(8, "big")
         worker.request = request
-        frames = mdp.build(
-            worker.framing, mdp.REQUEST, worker.key, *request.body_head, request.body
-        )
-        if not self.send(address, frames):
+        try:
+            wire.send(
+                self.backend,
+                [address, *worker.request_head, worker.key, b"", *request.body_head, request.body],
+            )
+        except zmq.ZMQError:
             self.forget(address, "is gone")
 
     def read(self) -> None:
@@ -346,7 +349,8 @@ class Broker:
             return
         service = self.services.get(message.address) or self.open(message.address)
         expires = time.monotonic() + LIVENESS * self.heartbeat
-        worker = self.workers[address] = Worker(message.framing, expires, service)
+        head = mdp.build(message.framing, mdp.REQUEST)[:-2]  # up to the address frame
+        worker = self.workers[address] = Worker(message.framing, expires, service, head)
         service.workers += 1
         service.scheduler.release(address)
         if service.expiring:  # what waited for a worker has one

@@ -109,7 +109,7 @@ def parse(frames: list[bytes]) -> Message:
     if command in CARRY_BODY:
         if len(args) < 3 or args[1] != b"":
             raise ProtocolError(f"{command} without [address, empty frame, body]")
-        return Message(framing, command, args[0], args[2:])
+        return construct(Message, (framing, command, args[0], args[2:]))  # the hot path
     if command == READY:
         if len(args) != 1 or not args[0]:
             raise ProtocolError("READY without a service name")
