@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import zmq
@@ -32,7 +32,7 @@ EXIT_NO_REPLY, EXIT_USAGE, EXIT_SERVER_ERROR, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def request(
-    endpoint: str,
+    endpoints: str | Sequence[str],
     routing_id: bytes,
     body: bytes,
     timeout: float,
@@ -42,7 +42,8 @@ def request(
     service: bytes | None = None,
     on_partial: Callable[[bytes], None] = lambda part: None,
 ) -> bytes | None:
-    """Send body and return the reply body, or None when every try timed out.
+    """Send body to one of the servers at endpoints and return the reply body, or None
+    when every try timed out.
 
     The request travels as [token, b"", body]; the server returns the envelope with the
     reply. Another client may share this routing id, or may have used it before and left
@@ -51,40 +52,101 @@ def request(
     on_try(attempt) is called as each try is sent, 0 for the first. curve is (public key,
     secret key, server's public key) to encrypt with CURVE.
 
+    Each try sends to the first endpoint, in order, whose connection is up, so a server
+    that is down costs nothing; one that is up but silent costs the try's timeout, and
+    the next try puts it last, on a fresh connection.
+
     With service, the request goes to that service of server.py's MDP broker, as an
     MDP/0.2 request behind the token: [token, b"", b"MDPC02", REQUEST, service, body].
     A worker's PARTIAL replies go to on_partial as they come, each restarting the wait.
     """
+    order = [endpoints] if isinstance(endpoints, str) else list(endpoints)
     token = os.urandom(8)
     head = [token, b""] if service is None else [token, b"", MDP_CLIENT, MDP_REQUEST, service]
     with zmq.Context() as context:
-        for attempt in range(1 + retries):
-            # A fresh socket per try (Lazy Pirate): closing the old one with linger 0 drops
-            # whatever it still held, an unsent request or a half-open connection.
-            with context.socket(zmq.DEALER) as dealer:
-                dealer.setsockopt(zmq.LINGER, 0)  # never wait on exit for an unsent request
-                dealer.setsockopt(zmq.ROUTING_ID, routing_id)
-                if curve:
-                    dealer.curve_publickey, dealer.curve_secretkey, dealer.curve_serverkey = curve
-                if endpoint.startswith("tcp://["):  # an IPv6 literal: refused without IPV6
-                    dealer.setsockopt(zmq.IPV6, 1)
-                dealer.connect(endpoint)
+        dealers: dict[str, zmq.Socket] = {}  # by endpoint
+        try:
+            for attempt in range(1 + retries):
+                for endpoint in order:
+                    if endpoint not in dealers:
+                        dealers[endpoint] = connect(context, endpoint, routing_id, curve)
                 on_try(attempt)
-                dealer.send_multipart([*head, body])
                 deadline = time.monotonic() + timeout
-                while (left := deadline - time.monotonic()) > 0 and dealer.poll(
-                    int(left * 1000) + 1
-                ):
-                    reply = dealer.recv_multipart()
-                    if service is None:
-                        if len(reply) == 3 and reply[0] == token and reply[1] == b"":
-                            return reply[2]
-                    elif len(reply) == 6 and reply[:3] == [token, b"", MDP_CLIENT]:
-                        if reply[3] == MDP_FINAL and reply[4] == service:
-                            return reply[5]
-                        if reply[3] == MDP_PARTIAL and reply[4] == service:
-                            on_partial(reply[5])
-                            deadline = time.monotonic() + timeout
+                dealer = first_up([dealers[endpoint] for endpoint in order], deadline)
+                if dealer is None:
+                    continue  # no server up in the whole timeout
+                dealer.send_multipart([*head, body])
+                reply = wait_reply(dealer, token, service, deadline, timeout, on_partial)
+                if reply is not None:
+                    return reply
+                # Lazy Pirate: the socket that got no answer goes, with whatever it still
+                # held (an unsent request, a half-open connection), and its server goes
+                # last. The others stay: a server would ignore a fresh connection under
+                # this routing id while it still holds the one just closed.
+                silent = next(endpoint for endpoint in order if dealers[endpoint] is dealer)
+                dealers.pop(silent).close(linger=0)
+                order.remove(silent)
+                order.append(silent)
+        finally:
+            for dealer in dealers.values():
+                dealer.close(linger=0)
+    return None
+
+
+def connect(
+    context: zmq.Context, endpoint: str, routing_id: bytes, curve: tuple[bytes, bytes, bytes] | None
+) -> zmq.Socket:
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)  # never wait on exit for an unsent request
+    # Queue only to connections that are up: without it, a DEALER given a server that is
+    # down holds a request for it, in its turn, until that server comes back.
+    dealer.setsockopt(zmq.IMMEDIATE, 1)
+    dealer.setsockopt(zmq.ROUTING_ID, routing_id)
+    if curve:
+        dealer.curve_publickey, dealer.curve_secretkey, dealer.curve_serverkey = curve
+    if endpoint.startswith("tcp://["):  # an IPv6 literal: refused without IPV6
+        dealer.setsockopt(zmq.IPV6, 1)
+    try:
+        dealer.connect(endpoint)
+    except zmq.ZMQError:
+        dealer.close(linger=0)
+        raise
+    return dealer
+
+
+def first_up(dealers: list[zmq.Socket], deadline: float) -> zmq.Socket | None:
+    """The first dealer, in their order, whose connection is up (writable), by deadline."""
+    poller = zmq.Poller()
+    for dealer in dealers:
+        poller.register(dealer, zmq.POLLOUT)
+    while (left := deadline - time.monotonic()) > 0:
+        writable = dict(poller.poll(int(left * 1000) + 1))
+        for dealer in dealers:
+            if dealer in writable:
+                return dealer
+    return None
+
+
+def wait_reply(
+    dealer: zmq.Socket,
+    token: bytes,
+    service: bytes | None,
+    deadline: float,
+    timeout: float,
+    on_partial: Callable[[bytes], None],
+) -> bytes | None:
+    """The reply to this request (this token's) by deadline, or None."""
+    while (left := deadline - time.monotonic()) > 0 and dealer.poll(int(left * 1000) + 1):
+        reply = dealer.recv_multipart()
+        if service is None:
+            if len(reply) == 3 and reply[0] == token and reply[1] == b"":
+                return reply[2]
+        elif len(reply) == 6 and reply[:3] == [token, b"", MDP_CLIENT] and reply[4] == service:
+            if reply[3] == MDP_FINAL:
+                return reply[5]
+            if reply[3] == MDP_PARTIAL:
+                on_partial(reply[5])
+                deadline = time.monotonic() + timeout
     return None
 
 
@@ -160,9 +222,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--connect",
-        default=DEFAULT_CONNECT,
+        action="append",
         metavar="ENDPOINT",
-        help=f"the server's endpoint (default {DEFAULT_CONNECT})",
+        help=f"a server's endpoint (default {DEFAULT_CONNECT}); give it again for more "
+        "servers: each try goes to the first in order whose connection is up, and a try "
+        "that timed out puts its server last",
     )
     parser.add_argument(
         "--timeout",
@@ -191,6 +255,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--curve-server", metavar="FILE", help="the server's public key file")
     args = parser.parse_args(argv)
+    args.connect = args.connect or [DEFAULT_CONNECT]
     # surrogateescape gives back the exact bytes of a command-line argument.
     args.routing_id = args.id.encode("utf-8", "surrogateescape")
     if not 1 <= len(args.routing_id) <= 255:
@@ -239,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             # MDP has no error reply: a service nobody serves looks like a server away.
             hint = f"is the server running, with a worker for service {args.service_name}?"
         say(
-            f"no reply from {args.connect} after {1 + args.retries} tries of "
+            f"no reply from {', '.join(args.connect)} after {1 + args.retries} tries of "
             f"{args.timeout:g} s; {hint}"
         )
         return EXIT_NO_REPLY

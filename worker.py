@@ -24,6 +24,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import zmq
@@ -49,7 +50,7 @@ log = logging.getLogger("worker")
 class Settings:
     """What the command line asks of the worker."""
 
-    endpoint: str
+    endpoints: list[str]
     service: bytes
     handler: Handler
     heartbeat: float = DEFAULT_HEARTBEAT
@@ -59,15 +60,47 @@ class Settings:
     max_reply_size: int = DEFAULT_MAX_REPLY_SIZE  # the broker's cap on a frame from us
 
 
+@dataclass(eq=False)  # by identity: a key of the poll's results
+class Session:
+    """One broker's MDP session: a socket of its own (RFC 18: one per broker), its
+    heartbeats, and its reconnects with a growing pause (the guide's Paranoid Pirate)."""
+
+    endpoint: str
+    socket: zmq.Socket | None = None  # None between a broker's loss and the next try
+    heard_by: float = 0.0  # the broker counts as gone if silent past this
+    next_heartbeat: float = 0.0
+    pause: float = 0.0  # before registering again, after a loss; it doubles
+    retry_at: float = 0.0
+    heard: bool = False  # the broker spoke since this registration
+    registered_at: float = 0.0
+
+
+@dataclass
+class Job:
+    """A request taken from a broker, waiting its turn: the worker runs one at a time."""
+
+    session: Session
+    socket: zmq.Socket  # the registration it came on: the reply goes there or nowhere
+    address: bytes
+    body: list[bytes]
+
+
 class Worker:
-    """One worker process: its sessions with the broker, one after another, until a
-    signal, its --max-requests, or the end of its parent."""
+    """One worker process: a session with each broker given, until a signal, its
+    --max-requests, or the end of its parent. Requests from all of them run one at a
+    time, in the order they came."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stopped_by = ""  # the signal that asked the worker to stop
         self.answered = 0
         self.framing = mdp.Framing()  # MDP/0.2 with the empty frame first, as majortomo
+        self.first_pause = min(1.0, settings.heartbeat)
+        self.sessions = [
+            Session(endpoint, pause=self.first_pause) for endpoint in settings.endpoints
+        ]
+        self.jobs: deque[Job] = deque()
+        self.poller: zmq.Poller | None = None
         if handlers.is_async(settings.handler):
             import asyncio
 
@@ -76,10 +109,10 @@ class Worker:
             self.loop = None
 
     def serve(self) -> int:
-        """Register with the broker and answer its requests, reconnecting whenever it goes
-        away, until a signal or --max-requests (exit code 0)."""
-        wake_reader, wake_writer = socket.socketpair()
-        wake_reader.setblocking(False)
+        """Register with every broker and answer their requests, reconnecting to any that
+        goes away, until a signal or --max-requests (exit code 0)."""
+        self.wake_reader, wake_writer = socket.socketpair()
+        self.wake_reader.setblocking(False)
         wake_writer.setblocking(False)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, self.on_signal)
@@ -87,34 +120,31 @@ class Worker:
         signal.set_wakeup_fd(wake_writer.fileno(), warn_on_full_buffer=False)
         if self.settings.parent is not None:
             watch_parent(self.settings.parent, min(self.settings.heartbeat, 1.0))
-
-        heartbeat = self.settings.heartbeat
-        first_pause = min(1.0, heartbeat)  # the pause before registering again; it doubles
-        pause = first_pause
         with zmq.Context() as context:
-            while True:
-                # A fresh socket each try (Paranoid Pirate): nothing of the last one stays.
-                with self.connect(context) as broker:
-                    why, heard = self.attend(broker, wake_reader)
-                    if why != "stopped":  # only a last DISCONNECT is worth waiting for
-                        broker.setsockopt(zmq.LINGER, 0)
-                if why == "stopped":
-                    log.info("%s: told the broker, exiting", self.stopped_by)
-                    return 0
-                if heard:  # the broker was there: it went away just now, so try again soon
-                    pause = first_pause
-                log.warning("the broker %s: registering again in %.1f s", why, pause)
-                deadline = time.monotonic() + pause  # the pause, cut short by a signal
-                while not self.stopped_by and (left := deadline - time.monotonic()) > 0:
-                    if zmq.select([wake_reader], [], [], min(left, heartbeat))[0]:
-                        with contextlib.suppress(BlockingIOError):
-                            wake_reader.recv(64)
-                if self.stopped_by:
-                    return 0
-                pause = min(pause * 2, RECONNECT_MAX)
+            try:
+                for session in self.sessions:
+                    self.register(context, session)
+                while not self.stopped_by:
+                    self.read(self.poll())
+                    while self.jobs and not self.stopped_by:
+                        self.run(self.jobs.popleft())
+                        if len(self.sessions) > 1:  # what another broker sent meanwhile
+                            self.read(self.readable())
+                    self.tend(context)
+                log.info("%s: told the brokers, exiting", self.stopped_by)
+                for session in self.sessions:
+                    if session.socket:
+                        self.send(session.socket, mdp.DISCONNECT)
+                return 0
+            finally:
+                for session in self.sessions:
+                    if session.socket:
+                        session.socket.close()
 
-    def connect(self, context: zmq.Context) -> zmq.Socket:
-        broker = context.socket(zmq.DEALER)
+    def register(self, context: zmq.Context, session: Session) -> None:
+        """A fresh socket to the broker (nothing of the last one stays), and READY."""
+        broker = session.socket = context.socket(zmq.DEALER)
+        self.poller = None
         broker.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
         # Readable in the broker's logs; server.py knows its --processes by it.
         broker.setsockopt(zmq.ROUTING_ID, f"{socket.gethostname()}/{os.getpid()}".encode())
@@ -122,53 +152,108 @@ class Worker:
             broker.curve_publickey, broker.curve_secretkey, broker.curve_serverkey = (
                 self.settings.curve
             )
-        allow_ipv6(broker, self.settings.endpoint)
-        broker.connect(self.settings.endpoint)
-        return broker
+        allow_ipv6(broker, session.endpoint)
+        broker.connect(session.endpoint)
+        now = time.monotonic()
+        session.heard_by = now + LIVENESS * self.settings.heartbeat
+        session.next_heartbeat = now + self.settings.heartbeat
+        session.heard = False
+        session.registered_at = now
+        self.send(broker, mdp.READY, self.settings.service)
+        say(f"Worker ready for {self.settings.service.decode()} at {session.endpoint}")
 
-    def attend(self, broker: zmq.Socket, wake_reader: socket.socket) -> tuple[str, bool]:
-        """One registration: READY, then requests and heartbeats until it ends. Returns
-        why it ended, and whether the broker was heard from meanwhile."""
-        service, heartbeat = self.settings.service, self.settings.heartbeat
-        self.send(broker, mdp.READY, service)
-        say(f"Worker ready for {service.decode()} at {broker.getsockopt_string(zmq.LAST_ENDPOINT)}")
-        poller = zmq.Poller()
-        poller.register(broker, zmq.POLLIN)
-        poller.register(wake_reader, zmq.POLLIN)
-        heard_by = time.monotonic() + LIVENESS * heartbeat
-        next_heartbeat = time.monotonic() + heartbeat
-        heard = False
-        while True:
-            ready = dict(poller.poll(max(0, round((next_heartbeat - time.monotonic()) * 1000))))
-            if wake_reader.fileno() in ready:
-                with contextlib.suppress(BlockingIOError):
-                    wake_reader.recv(64)
-            if self.stopped_by:
-                self.send(broker, mdp.DISCONNECT)
-                return "stopped", heard
-            if broker in ready:
+    def poll(self) -> dict:
+        """Wait for a broker's message or a signal, at most until the next timer."""
+        if self.poller is None:  # made again only when a socket comes or goes
+            self.poller = zmq.Poller()
+            self.poller.register(self.wake_reader, zmq.POLLIN)
+            for session in self.sessions:
+                if session.socket:
+                    self.poller.register(session.socket, zmq.POLLIN)
+        timers = [s.next_heartbeat if s.socket else s.retry_at for s in self.sessions]
+        ready = dict(self.poller.poll(max(0, round((min(timers) - time.monotonic()) * 1000))))
+        if self.wake_reader.fileno() in ready:
+            with contextlib.suppress(BlockingIOError):
+                self.wake_reader.recv(64)
+        return ready
+
+    def read(self, ready: dict) -> None:
+        """Take what the brokers sent, a message from each that is ready: requests queue,
+        in the order they came."""
+        for session in self.sessions:
+            broker = session.socket
+            if broker and broker in ready:
                 try:
                     message = mdp.parse(wire.receive(broker)[0])
                 except mdp.ProtocolError as exc:
-                    log.warning("ignored a bad message from the broker: %s", exc)
+                    log.warning("ignored a bad message from %s: %s", session.endpoint, exc)
                     continue
+                # Whatever the broker sends shows it alive.
+                session.heard_by = time.monotonic() + LIVENESS * self.settings.heartbeat
+                session.heard = True
                 if message.command == mdp.REQUEST:
-                    self.send(broker, mdp.FINAL, message.address, self.answer(message.body))
-                    if self.retiring():  # its reply is sent: DISCONNECT follows at once
-                        self.send(broker, mdp.DISCONNECT)
-                        return "stopped", True
-                    next_heartbeat = time.monotonic() + heartbeat
+                    self.jobs.append(Job(session, broker, message.address, message.body))
                 elif message.command == mdp.DISCONNECT:
-                    return "sent DISCONNECT", heard
-                # Whatever the broker sends shows it alive; a busy spell counts from its end.
-                heard_by = time.monotonic() + LIVENESS * heartbeat
-                heard = True
-            now = time.monotonic()
-            if now >= heard_by:
-                return f"has been silent for {LIVENESS} heartbeats", heard
-            if now >= next_heartbeat:
-                self.send(broker, mdp.HEARTBEAT)
-                next_heartbeat = now + heartbeat
+                    self.lose(session, "sent DISCONNECT", disconnected=True)
+
+    def readable(self) -> dict:
+        """The brokers' sockets with a message waiting, as poll() reports them."""
+        sockets = [session.socket for session in self.sessions if session.socket]
+        return {broker: zmq.POLLIN for broker in sockets if wire.readable(broker)}
+
+    def run(self, job: Job) -> None:
+        """Answer one request, to the registration it came on, if that is still there."""
+        reply = self.answer(job.body)
+        if job.session.socket is job.socket:
+            self.send(job.socket, mdp.FINAL, job.address, reply)
+        else:
+            log.warning(
+                "dropped a reply to %s: that broker was lost while the request ran",
+                job.session.endpoint,
+            )
+        # A busy spell counts from its end: no broker was read meanwhile.
+        heard_by = time.monotonic() + LIVENESS * self.settings.heartbeat
+        for session in self.sessions:
+            session.heard_by = max(session.heard_by, heard_by)
+        if self.retiring():
+            # Its reply is sent; the requests still waiting here never ran, and a broker
+            # told DISCONNECT runs them elsewhere.
+            self.jobs.clear()
+
+    def tend(self, context: zmq.Context) -> None:
+        """Timers: heartbeats to each broker, the silent ones lost, the lost tried again."""
+        now = time.monotonic()
+        for session in self.sessions:
+            if session.socket is None:
+                if now >= session.retry_at:
+                    self.register(context, session)
+            elif now >= session.heard_by:
+                self.lose(session, f"has been silent for {LIVENESS} heartbeats")
+            elif now >= session.next_heartbeat:
+                self.send(session.socket, mdp.HEARTBEAT)
+                session.next_heartbeat = now + self.settings.heartbeat
+
+    def lose(self, session: Session, why: str, disconnected: bool = False) -> None:
+        """A broker is gone: its socket closed, nothing left in it sent, a retry planned."""
+        if session.socket:
+            session.socket.close(linger=0)
+        session.socket = None
+        self.poller = None
+        now = time.monotonic()
+        if session.heard:  # it was there: it went away just now, so try again soon
+            session.pause = self.first_pause
+        pause = session.pause
+        if disconnected and now - session.registered_at >= self.settings.heartbeat:
+            # A broker that served us and then says DISCONNECT is up (restarted, say, and
+            # meeting our heartbeats with no registration): register again at once. One
+            # that refuses us straight after READY gets the growing pause.
+            pause = 0.0
+        log.warning(
+            "the broker at %s %s: registering again in %.1f s", session.endpoint, why, pause
+        )
+        session.retry_at = now + pause
+        if pause:
+            session.pause = min(session.pause * 2, RECONNECT_MAX)
 
     def answer(self, body: list[bytes]) -> bytes:
         """The handler's reply, or an error reply in place of one the broker would refuse."""
@@ -233,9 +318,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--connect",
-        default=DEFAULT_CONNECT,
+        action="append",
         metavar="ENDPOINT",
-        help=f"the broker's endpoint for workers (default {DEFAULT_CONNECT})",
+        help=f"a broker's endpoint for workers (default {DEFAULT_CONNECT}); give it again to "
+        "serve several brokers, one request at a time in all",
     )
     parser.add_argument(
         "--service",
@@ -280,6 +366,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--processes passes its own)",
     )
     args = parser.parse_args(argv)
+    args.connect = args.connect or [DEFAULT_CONNECT]
+    if len(set(args.connect)) < len(args.connect):
+        parser.error("--connect names the same broker twice")
     if not args.heartbeat >= 0.01:
         parser.error("--heartbeat must be at least 0.01 seconds")
     if not args.service or len(args.service.encode()) > 255:
@@ -305,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return Worker(settings).serve()
     except zmq.ZMQError as exc:  # connect() refuses an endpoint it cannot parse
-        print(f"worker.py: cannot connect to {args.connect}: {exc.strerror}", file=sys.stderr)
+        endpoints = ", ".join(args.connect)
+        print(f"worker.py: cannot connect to {endpoints}: {exc.strerror}", file=sys.stderr)
         return 2
 
 

@@ -43,6 +43,9 @@ LOAD = HERE / "load.py"
 LBBROKER = HERE / "lbbroker.py"
 WORKER = HERE.parent / "worker.py"
 MAJORTOMO_WORKER = HERE / "majortomo_worker.py"
+FAILOVER_CLIENT = HERE.parent / "tests" / "failover_client.py"
+FAILOVER_HEARTBEAT = "0.5"  # seconds, servers and workers: a restart is found quickly
+FAILOVER_TIMEOUT = 1.0  # each client try
 # majortomo's broker logs a line per reply at its default level (INFO); server.py runs
 # --quiet: both at warnings.
 MAJORTOMO_LOGGING = "logging:\n  root: {level: WARNING}\n  handlers: {console: {level: WARNING}}\n"
@@ -62,6 +65,7 @@ TARGETS = {
     "memory": 1.02,  # RSS added by 1000 idle clients at most this x the baseline's
     "majortomo_rps": 1.2,  # zero work: server.py (plain and MDP clients) x majortomo's broker
     "majortomo_cpu_rps": 0.90,  # CPU-bound: both bound by their workers
+    "failover_wait": 1.5,  # kill run: worst client wait at most --timeout (1 s) + 0.5 s
     "against_rps": 0.95,  # each figure at least this x the same figure for --against REV
 }
 
@@ -90,6 +94,7 @@ class Settings:
     processes_rounds: int = 9
     cpu_seconds: float = 3.0  # each CPU-bound measurement
     kill_seconds: float = 10.0  # the load run during which a worker is killed each second
+    failover_seconds: float = 20.0  # the load run during which a server is killed
 
 
 QUICK = Settings(
@@ -109,6 +114,7 @@ QUICK = Settings(
     processes_rounds=3,
     cpu_seconds=0.3,
     kill_seconds=2.0,
+    failover_seconds=4.0,
 )
 
 
@@ -564,6 +570,130 @@ def majordomo(settings: Settings) -> dict:
     return {"rows": rows, "lost": lost(rows)}
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def failover_pair(ports: list[tuple[int, int]], handler: str) -> tuple[list[Server], list]:
+    """Two servers on fixed ports (frontend, backend) and 2 worker.py connected to both."""
+    servers = [server_on(front, back) for front, back in ports]
+    connects = [arg for _, back in ports for arg in ("--connect", f"tcp://127.0.0.1:{back}")]
+    workers = Fleet(servers[0], "", "")
+    workers.start_workers(
+        [[str(WORKER), *connects, "--heartbeat", FAILOVER_HEARTBEAT, "--handler", handler]] * 2
+    )
+    for worker in workers.workers:  # a ready line per server
+        if not (worker.stdout and worker.stdout.readline().startswith("Worker ready")):
+            raise SystemExit("bench: a worker did not register with both servers")
+    return servers, workers.workers
+
+
+def server_on(front: int, back: int) -> Server:
+    return server(
+        "--bind", f"tcp://127.0.0.1:{front}", "--backend", f"tcp://127.0.0.1:{back}",
+        "--worker-heartbeat", FAILOVER_HEARTBEAT, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def failover(settings: Settings) -> dict:
+    """The kill run: two servers, two worker.py connected to both, 20 clients looping
+    with both endpoints (client.request); one server SIGKILLed at a quarter of the run
+    and restarted on its old ports at half of it. Then two servers sharing the load
+    against one, the same two workers behind them."""
+    rows: dict = {}
+    seconds = settings.failover_seconds
+    for work, handler in [
+        ("zero work", "examples.echo:handle"),
+        ("examples/cpu.py", "examples.cpu:handle"),
+    ]:
+        ports = [(free_port(), free_port()) for _ in range(2)]
+        servers, workers = failover_pair(ports, handler)
+        environment = {**os.environ, "FAILOVER_ANY_REPLY": "1" if "cpu" in handler else "0"}
+        endpoints = [f"tcp://127.0.0.1:{front}" for front, _ in ports]
+        command = [sys.executable, str(FAILOVER_CLIENT)]
+        clients = [
+            subprocess.Popen(
+                [*command, f"k{n}", f"{seconds}s", str(FAILOVER_TIMEOUT), "3", *endpoints],
+                stdout=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env=environment,
+            )  # fmt: skip
+            for n in range(20)
+        ]
+        try:
+            time.sleep(seconds / 4)  # a benchmark's schedule, not a test's wait
+            servers[0].popen.kill()
+            servers[0].popen.wait()
+            time.sleep(seconds / 4)
+            servers[0] = server_on(*ports[0])
+            summaries = [json.loads(client.communicate(timeout=seconds + 60)[0].splitlines()[-1])
+                         for client in clients]  # fmt: skip
+        finally:
+            for process in [*clients, *workers]:
+                if process.poll() is None:
+                    process.terminate()
+                process.wait()
+            for target in servers:
+                target.stop()
+        rows[work] = {
+            key: sum(summary[key] for summary in summaries)
+            for key in ("answered", "wrong", "lost", "retried")
+        }
+        rows[work]["worst_s"] = max(summary["worst_s"] for summary in summaries)
+        rows[work]["lost"] += rows[work].pop("wrong")
+        progress(f"kill run, {work}: {rows[work]}")
+    rows["spread"] = spread_over_two(settings)
+    return {"rows": rows, "lost": lost(rows)}
+
+
+def spread_over_two(settings: Settings) -> dict:
+    """Zero work, C = 100: one server, or two with the clients split between them, the
+    same 2 worker.py behind (connected to both); req/s summed over the load generators."""
+    ports = [(free_port(), free_port()) for _ in range(2)]
+    servers, workers = failover_pair(ports, "examples.echo:handle")
+    runs: dict[str, list[float]] = {"one server": [], "two servers": []}
+    try:
+        for _ in range(settings.processes_rounds):
+            for label in runs:
+                targets = servers[:1] if label == "one server" else servers
+                clients = 100 // len(targets)
+                loads = [
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            str(LOAD),
+                            target.endpoint,
+                            "rate",
+                            str(clients),
+                            str(settings.processes_seconds),
+                            "--server-pid",
+                            str(target.pid),
+                            "--warmup",
+                            str(settings.warmup),
+                            "--epoll",
+                        ],
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )  # fmt: skip
+                    for target in targets
+                ]
+                results = [json.loads(load.communicate(timeout=120)[0]) for load in loads]
+                runs[label].append(sum(result["rps"] for result in results))
+                progress(f"spread {label}: {runs[label][-1]:.0f} req/s")
+    finally:
+        for process in workers:
+            process.terminate()
+            process.wait()
+        for target in servers:
+            target.stop()
+    row = {label: {"rps": median(values), "rounds": values} for label, values in runs.items()}
+    row["two servers"]["ratio"] = row["two servers"]["rps"] / row["one server"]["rps"]
+    return row
+
+
 def kill_loop(settings: Settings) -> dict:
     """A load run on --processes 2 (CPU-bound handler, C = 20) while one worker is killed
     with SIGKILL every second: every request must still be answered."""
@@ -908,6 +1038,31 @@ def report(settings: Settings, figures: dict) -> str:
         for name, figure in services.items():
             ratio = f"  x{figure['ratio']:.2f}" if "ratio" in figure else ""
             lines.append(f"  {name:<30}{spread(figure):>24} req/s{ratio}")
+    if phase := figures.get("failover"):
+        lines += [
+            "",
+            f"Kill run: {settings.failover_seconds:g} s, 20 clients (client.request, both "
+            f"endpoints, --timeout {FAILOVER_TIMEOUT:g}, --retries 3), two servers, 2 worker.py "
+            "on both; server 1 SIGKILLed at 1/4 of the run, restarted at 1/2",
+        ]
+        for work in ("zero work", "examples/cpu.py"):
+            row = phase["rows"][work]
+            lines.append(
+                f"  {work:<18}{row['answered']:>8} answered{row['lost']:>5} lost"
+                f"{row['retried']:>6} answered by a retry; worst wait {row['worst_s']:.2f} s"
+            )
+            targets += [
+                f"kill run {work}: lost {row['lost']} (target 0)",
+                f"kill run {work} worst wait: {row['worst_s']:.2f} s "
+                f"(target <= {TARGETS['failover_wait']:g} s: "
+                f"{'met' if row['worst_s'] <= TARGETS['failover_wait'] else 'NOT met'})",
+            ]
+        spread_row = phase["rows"]["spread"]
+        lines.append("  zero work, C=100, the same 2 workers behind: req/s summed")
+        for label, figure in spread_row.items():
+            ratio = f"  x{figure['ratio']:.2f}" if "ratio" in figure else ""
+            low, high = min(figure["rounds"]), max(figure["rounds"])
+            lines.append(f"    {label:<14}{figure['rps']:>10,.0f} [{low:,.0f}-{high:,.0f}]{ratio}")
     if row := figures.get("kill"):
         lines += [
             "",
@@ -1005,8 +1160,8 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["throughput", "slow_work", "burst", "processes", "majordomo", "kill", "client"]
-        + ["memory", "against"],
+        choices=["throughput", "slow_work", "burst", "processes", "majordomo", "failover"]
+        + ["kill", "client", "memory", "against"],
         help="run one phase",
     )
     parser.add_argument(
@@ -1030,6 +1185,7 @@ def main() -> int:
         "burst": burst,
         "processes": processes,
         "majordomo": majordomo,
+        "failover": failover,
         "kill": kill_loop,
         "client": client_startup,
         "memory": memory,

@@ -52,3 +52,11 @@ def not_bytes(request: bytes) -> int:
 
 
 NOT_CALLABLE = 42
+
+
+def echo_logged(request: bytes) -> bytes:
+    """echo, saying on stdout when each request starts and ends: a record of overlap."""
+    print(f"start {request.decode(errors='replace')}", flush=True)
+    reply = echo(request)
+    print(f"end {request.decode(errors='replace')}", flush=True)
+    return reply

@@ -258,7 +258,7 @@ def test_worker_py_max_requests_leaves_and_exits_0(start_server, spawn, context)
     assert ask(context, server.endpoint, b"one") == b"one"
     assert ask(context, server.endpoint, b"two") == b"two"
     assert worker.finish() == 0
-    worker.wait_for(r"answered 2 \(--max-requests\): told the broker, exiting", "err")
+    worker.wait_for(r"answered 2 \(--max-requests\): told the brokers, exiting", "err")
     server.process.wait_for(rf"worker \S+/{worker.popen.pid} disconnected$", "err")
 
 

@@ -378,7 +378,7 @@ def test_a_curve_backend_accepts_only_known_workers(start_server, spawn, run_cli
         key("server"),
     )
     # Its handshake is refused, so it hears nothing and, after 3 heartbeats, tries again.
-    stranger.wait_for("the broker has been silent for 3 heartbeats", "err")
+    stranger.wait_for(r"the broker at \S+ has been silent for 3 heartbeats", "err")
     known = start_worker(
         spawn,
         server,
