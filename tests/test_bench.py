@@ -25,6 +25,9 @@ def test_quick_benchmark_runs_every_phase_and_loses_nothing(tmp_path):
         "Slow work",
         "Burst",
         "Worker processes",
+        "Majordomo brokers",
+        "Services, zero work",
+        "Kill run",
         "Kill loop",
         "client.py per",
         "Server RSS",
@@ -40,4 +43,8 @@ def test_quick_benchmark_runs_every_phase_and_loses_nothing(tmp_path):
     assert figures["burst"]["async_s"] > 0 and figures["burst"]["lost"] == 0
     assert figures["processes"]["zero"]["processes"]["rps"] > 0
     assert figures["kill"]["lost"] == 0 and figures["kill"]["answered"] > 0
+    assert all(
+        row["mdp"]["rps"] > 0 for row in figures["majordomo"]["rows"].values() if "mdp" in row
+    )
+    assert figures["failover"]["rows"]["zero work"]["answered"] > 0
     assert figures["client"]["client_ms"] > 0 and figures["memory"]["server_added_kib"] > 0
