@@ -47,9 +47,14 @@ from zmq_hello.envelope import (
 from zmq_hello.incidents import Incidents
 from zmq_hello.output import say
 from zmq_hello.runners import TOO_MANY, Inline, Runner, Tasks, Threads, Waker
+from zmq_hello.server_options import (
+    add_security_arguments,
+    add_worker_arguments,
+    check_security,
+    check_workers,
+)
 from zmq_hello.sockets import (
     CLIENTS_ZAP_DOMAIN,
-    DEFAULT_MAX_REPLY_SIZE,
     WORKERS_ZAP_DOMAIN,
     bind,
     enable_curve,
@@ -68,10 +73,7 @@ DEFAULT_WORKERS = 16
 DEFAULT_ASYNC_WORKERS = 1000
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_HEARTBEAT = 1.0  # seconds: a frozen or vanished client is dropped within 3 to 4
-DEFAULT_SERVICE = "hello"
 MMI_SERVICE = b"mmi.service"
-DEFAULT_NO_WORKER_TIMEOUT = 30.0  # seconds a request waits for its service's first worker
-DEFAULT_WORKER_HEARTBEAT = 2.5  # seconds, MDP's customary interval
 DEFAULT_GRACEFUL_TIMEOUT = 30.0  # seconds, as systemd's and Kubernetes' own stop grace
 # Signals that stop the server: a terminal closing (SIGHUP) is a stop like any other.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -448,148 +450,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.workers is None and not (args.backend or args.processes):
         args.workers = DEFAULT_ASYNC_WORKERS if handlers.is_async(args.handler) else DEFAULT_WORKERS
     return args
-
-
-def add_security_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--curve-secret",
-        metavar="FILE",
-        help="encrypt with CURVE using this server secret key file (from make_keys.py); "
-        "needs --curve-clients",
-    )
-    parser.add_argument(
-        "--curve-clients",
-        metavar="DIR",
-        help="accept only the clients whose public key files are in DIR",
-    )
-
-
-def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "worker processes (MDP)",
-        "Requests go to Majordomo workers (worker.py, or any MDP/0.1 or 0.2 worker) "
-        "instead of threads: one request per worker at a time, for any number of services.",
-    )
-    group.add_argument(
-        "--backend",
-        metavar="ENDPOINT",
-        help="accept MDP workers here (e.g. tcp://127.0.0.1:5556); beyond loopback only "
-        "with CURVE (--curve-secret and --curve-workers)",
-    )
-    group.add_argument(
-        "--processes",
-        type=int,
-        default=0,
-        metavar="N",
-        help="start N local worker.py processes running the same --handler, on a private "
-        "ipc:// endpoint, and restart any that exits or hangs (hangs: silent for 3 "
-        "--worker-heartbeat intervals while idle, or, while busy, its process frozen so "
-        "that libzmq's connection heartbeats fail; a busy worker that is merely slow is "
-        "never restarted)",
-    )
-    group.add_argument(
-        "--service",
-        default=DEFAULT_SERVICE,
-        metavar="NAME",
-        help=f"the service plain clients' requests go to, and --processes workers serve; "
-        f"without workers, the name MDP clients reach the handler by (default {DEFAULT_SERVICE})",
-    )
-    group.add_argument(
-        "--no-worker-timeout",
-        type=float,
-        default=DEFAULT_NO_WORKER_TIMEOUT,
-        metavar="SECONDS",
-        help=f"how long a request for a service with no worker registered waits for one, "
-        f"from its arrival; then a plain client gets ERROR: no worker for this service, an "
-        f"MDP client nothing (default {DEFAULT_NO_WORKER_TIMEOUT:g})",
-    )
-    group.add_argument(
-        "--worker-heartbeat",
-        type=float,
-        default=DEFAULT_WORKER_HEARTBEAT,
-        metavar="SECONDS",
-        help=f"heartbeat interval with workers; an idle worker silent for 3 is dead "
-        f"(default {DEFAULT_WORKER_HEARTBEAT})",
-    )
-    group.add_argument(
-        "--max-reply-size",
-        type=int,
-        default=DEFAULT_MAX_REPLY_SIZE,
-        metavar="BYTES",
-        help=f"largest frame a worker may send (a reply); local workers answer ERROR: reply "
-        f"too large in place of a larger one (default {DEFAULT_MAX_REPLY_SIZE})",
-    )
-    group.add_argument(
-        "--max-requests",
-        type=count,
-        default=0,
-        metavar="N",
-        help="replace each local worker process after it has answered about N requests "
-        "(with a little jitter), to bound a handler that leaks (default 0: never)",
-    )
-    group.add_argument(
-        "--curve-workers",
-        metavar="DIR",
-        help="with --curve-secret: accept only the workers whose public key files are in DIR",
-    )
-
-
-def check_security(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """CURVE flags that go together, key files that can be read, no open backend."""
-    if bool(args.curve_secret) != bool(args.curve_clients):
-        parser.error("--curve-secret and --curve-clients go together")
-    if args.curve_secret:
-        import zmq.auth
-
-        if not os.path.isdir(args.curve_clients):
-            parser.error(f"--curve-clients {args.curve_clients}: not a directory")
-        try:
-            if zmq.auth.load_certificate(args.curve_secret)[1] is None:
-                parser.error(f"{args.curve_secret} holds no secret key (use NAME.key_secret)")
-        except (OSError, ValueError) as exc:
-            parser.error(f"{args.curve_secret}: {exc}")
-    if args.curve_workers and not (args.curve_secret and args.backend):
-        parser.error("--curve-workers goes with --curve-secret and --backend")
-    if args.backend and args.curve_secret and not args.curve_workers:
-        parser.error("--curve-secret with --backend needs --curve-workers")
-    if args.curve_workers and not os.path.isdir(args.curve_workers):
-        parser.error(f"--curve-workers {args.curve_workers}: not a directory")
-    if args.backend and not args.curve_workers and not is_local(args.backend):
-        parser.error(
-            f"--backend {args.backend} is reachable beyond this machine: anyone "
-            "could serve (and read) every request; use CURVE (--curve-secret, "
-            "--curve-workers) or a loopback address"
-        )
-    if args.curve_workers and args.processes:
-        parser.error(
-            "--processes cannot share a CURVE backend (its workers have no keys); "
-            "start local workers with worker.py --curve-secret instead"
-        )
-
-
-def check_workers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    service = args.service.encode()
-    if not 1 <= len(service) <= 255 or service.startswith(mdp.MMI_PREFIX):
-        parser.error("--service must be 1 to 255 bytes, outside the mmi. names (RFC 8)")
-    if args.processes < 0:
-        parser.error("--processes must be 0 or more")
-    if args.backend or args.processes:
-        if args.workers is not None:
-            parser.error(
-                "--workers is for threads in this process; with --backend or "
-                "--processes, requests go to worker processes"
-            )
-        if not args.worker_heartbeat >= 0.01:
-            parser.error("--worker-heartbeat must be at least 0.01 seconds")
-        if not args.no_worker_timeout >= 0:
-            parser.error("--no-worker-timeout must be 0 or more seconds")
-        if args.max_reply_size < 1024:
-            parser.error("--max-reply-size must be at least 1024")
-    if args.max_requests and not args.processes:
-        parser.error(
-            "--max-requests is for local worker processes (--processes); give it to "
-            "worker.py for remote ones"
-        )
 
 
 def main(argv: list[str] | None = None) -> int:
