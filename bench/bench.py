@@ -177,6 +177,31 @@ class Server:
         self.popen.wait()
 
 
+def start_workers(commands: list[list[str]], brokers: int = 1) -> list[subprocess.Popen]:
+    """Worker processes, returned once each has printed a 'Worker ready' line for each
+    of its brokers; if one does not, all are ended."""
+    started = [
+        subprocess.Popen(
+            [sys.executable, *command],
+            cwd=HERE.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for command in commands
+    ]
+    for worker in started:
+        for _ in range(brokers):
+            line = worker.stdout.readline() if worker.stdout else ""
+            if not line.startswith("Worker ready"):
+                for process in started:
+                    process.kill()
+                    process.wait()
+                raise SystemExit(f"bench: a worker did not start: {line!r}")
+    return started
+
+
 class Fleet:
     """A broker with worker.py processes of its own, stopped together: majortomo's broker
     from PyPI, or server.py --backend; endpoint and pid are the broker's."""
@@ -198,24 +223,11 @@ class Fleet:
         )
 
     def start_workers(self, commands: list[list[str]]) -> None:
-        """Worker processes (each prints a 'Worker ready' line once registered)."""
-        started = [
-            subprocess.Popen(
-                [sys.executable, *command],
-                cwd=HERE.parent,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
-                text=True,
-            )
-            for command in commands
-        ]
-        self.workers += started
-        for worker in started:
-            line = worker.stdout.readline() if worker.stdout else ""
-            if not line.startswith("Worker ready"):
-                self.stop()
-                raise SystemExit(f"bench: a worker did not start: {line!r}")
+        try:
+            self.workers += start_workers(commands)
+        except SystemExit:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         for process in [*self.workers, self.broker]:
@@ -580,14 +592,13 @@ def failover_pair(ports: list[tuple[int, int]], handler: str) -> tuple[list[Serv
     """Two servers on fixed ports (frontend, backend) and 2 worker.py connected to both."""
     servers = [server_on(front, back) for front, back in ports]
     connects = [arg for _, back in ports for arg in ("--connect", f"tcp://127.0.0.1:{back}")]
-    workers = Fleet(servers[0], "", "")
-    workers.start_workers(
-        [[str(WORKER), *connects, "--heartbeat", FAILOVER_HEARTBEAT, "--handler", handler]] * 2
-    )
-    for worker in workers.workers:  # a ready line per server
-        if not (worker.stdout and worker.stdout.readline().startswith("Worker ready")):
-            raise SystemExit("bench: a worker did not register with both servers")
-    return servers, workers.workers
+    command = [str(WORKER), *connects, "--heartbeat", FAILOVER_HEARTBEAT, "--handler", handler]
+    try:
+        return servers, start_workers([command] * 2, brokers=len(ports))
+    except SystemExit:
+        for target in servers:
+            target.stop()
+        raise
 
 
 def server_on(front: int, back: int) -> Server:

@@ -206,8 +206,8 @@ class Broker:
         """Whether a worker is registered for service, or a local one may yet be."""
         if service.workers:
             return True
-        local = self.supervisor and service.name == self.default
-        return bool(local and self.supervisor and self.supervisor.may_serve())
+        supervisor = self.supervisor  # local workers serve the default service only
+        return bool(supervisor and service.name == self.default and supervisor.may_serve())
 
     # Services, and requests that nobody serves.
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from zmq_hello.envelope import Request, construct
+from zmq_hello.envelope import MDP_CLIENT_HEADERS, Request, construct
 
 W01, W02 = b"MDPW01", b"MDPW02"
 READY, REQUEST, PARTIAL, FINAL, HEARTBEAT, DISCONNECT = (
@@ -132,8 +132,7 @@ def build(framing: Framing, command: str, address: bytes = b"", *body: bytes) ->
 
 # Clients ------------------------------------------------------------------------------
 
-C01, C02 = b"MDPC01", b"MDPC02"
-CLIENT_HEADERS = frozenset((C01, C02))
+C01, C02 = b"MDPC01", b"MDPC02"  # envelope.MDP_CLIENT_HEADERS: how plain requests are told apart
 MAX_SERVICE_BYTES = 255  # RFC 7 and 18: a service name is a short string
 MMI_PREFIX = b"mmi."  # RFC 8: the broker's own services
 
@@ -175,7 +174,7 @@ def client_request(frames: list[bytes]) -> Request | None:
     """An MDP client's request from what the frontend received ([routing_id, ...]): a
     Request whose route carries the reply's MDP frames; None if the frames are not MDP
     at all; ProtocolError if they are MDP but malformed."""
-    if frames[1] in CLIENT_HEADERS:
+    if frames[1] in MDP_CLIENT_HEADERS:
         start = 1
     else:
         try:
@@ -183,7 +182,7 @@ def client_request(frames: list[bytes]) -> Request | None:
         except ValueError:
             return None
         # A header as the last frame is a plain request's body: "MDPC01" is a fine one.
-        if start >= len(frames) - 1 or frames[start] not in CLIENT_HEADERS:
+        if start >= len(frames) - 1 or frames[start] not in MDP_CLIENT_HEADERS:
             return None
     header, *rest = frames[start:]
     if header == C01:
