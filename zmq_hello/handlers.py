@@ -79,6 +79,8 @@ def is_async(handler: Handler) -> bool:
 
 
 def to_reply(result: object) -> bytes:
+    if type(result) is bytes:  # the common case first: this runs for every request
+        return result
     if isinstance(result, str):
         return result.encode()
     if not isinstance(result, (bytes, bytearray, memoryview)):

@@ -51,14 +51,18 @@ def receive(socket: zmq.Socket, keep: int = 1_000_000) -> tuple[list[bytes], int
     """The next message (which must be waiting), keeping at most `keep` frames; returns
     (frames kept, frames in the message). Frames past `keep` are read and dropped."""
     frame = recv_frame(socket, 0, False)
-    frames = [frame_bytes(frame)]
-    count = 1
+    received = [frame]
+    # Frames first, bytes after in one map(): the loop per frame is what a message costs.
+    for _ in range(keep - 1):
+        if not frame_more(frame):
+            return list(map(frame_bytes, received)), len(received)
+        frame = recv_frame(socket, 0, False)
+        received.append(frame)
+    count = len(received)
     while frame_more(frame):
         frame = recv_frame(socket, 0, False)
         count += 1
-        if count <= keep:
-            frames.append(frame_bytes(frame))
-    return frames, count
+    return list(map(frame_bytes, received)), count
 
 
 def readable(socket: zmq.Socket) -> bool:
