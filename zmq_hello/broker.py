@@ -70,6 +70,7 @@ class Worker:
     expires: float  # dead after this, if idle and silent
     service: Service
     request_head: list[bytes] = field(default_factory=list)  # a REQUEST's first frames
+    final_head: list[bytes] = field(default_factory=list)  # and a FINAL's, as it sends them
     key: bytes = b""  # the request it holds, by the address frame it was sent with
     request: Request | None = None
     untried: bool = False  # a local worker that has yet to answer: its supervisor asks
@@ -282,6 +283,20 @@ class Broker:
 
     def handle(self, address: bytes, frames: list[bytes]) -> None:
         worker = self.workers.get(address)
+        if worker and worker.request:
+            # The common message, the FINAL of the request held, in one frame: [*head,
+            # key, b"", body], taken apart here; parse() and the checks below have the rest.
+            head = len(worker.final_head)
+            if (
+                len(frames) == head + 3
+                and frames[:head] == worker.final_head
+                and frames[head] == worker.key
+                and frames[head + 1] == b""
+            ):
+                worker.expires = time.monotonic() + LIVENESS * self.heartbeat
+                self.replies.append(construct(Reply, (worker.request.route, frames[-1], True)))
+                self.finished(address, worker)
+                return
         try:
             message = mdp.parse(frames)
         except mdp.ProtocolError as exc:
@@ -313,15 +328,7 @@ class Broker:
                 route = route + envelope if envelope else route
                 self.replies.append(construct(Reply, (route, body, final)))
             if final:
-                worker.request = None
-                worker.key = b""
-                service = worker.service
-                service.scheduler.release(address)
-                if service.scheduler.queued:
-                    self.pending[service] = None
-                if worker.untried and self.supervisor:
-                    worker.untried = False
-                    self.supervisor.served(address)
+                self.finished(address, worker)
         elif command == mdp.DISCONNECT:
             # A worker that leaves says so between requests (worker.py's --max-requests
             # sends it right after its last reply): one sent a request meanwhile never ran
@@ -331,6 +338,18 @@ class Broker:
             held = " for a request it does not hold" if command in (mdp.FINAL, mdp.PARTIAL) else ""
             self.incidents.add(f"unexpected {command} from worker {named(address)}{held}")
             self.disconnect(address, f"sent an unexpected {command}")
+
+    def finished(self, address: bytes, worker: Worker) -> None:
+        """A worker's FINAL came: it is free, and its service's queue may go on."""
+        worker.request = None
+        worker.key = b""
+        service = worker.service
+        service.scheduler.release(address)
+        if service.scheduler.queued:
+            self.pending[service] = None
+        if worker.untried and self.supervisor:
+            worker.untried = False
+            self.supervisor.served(address)
 
     def refuse(self, address: bytes, why: str) -> None:
         """A message that is not MDP: logged, and its sender, if a worker, disconnected."""
@@ -350,7 +369,9 @@ class Broker:
         service = self.services.get(message.address) or self.open(message.address)
         expires = time.monotonic() + LIVENESS * self.heartbeat
         head = mdp.build(message.framing, mdp.REQUEST)[:-2]  # up to the address frame
-        worker = self.workers[address] = Worker(message.framing, expires, service, head)
+        final_head = mdp.build(message.framing, mdp.FINAL)[:-2]
+        worker = Worker(message.framing, expires, service, head, final_head)
+        self.workers[address] = worker
         service.workers += 1
         service.scheduler.release(address)
         if service.expiring:  # what waited for a worker has one
