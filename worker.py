@@ -97,8 +97,8 @@ class Worker:
         self.framing = mdp.Framing()  # MDP/0.2 with the empty frame first, as majortomo
         # A request's first frames as the broker sends them, and a reply's: the hot path
         # compares and copies these rather than parsing and building each message.
-        self.request_head = mdp.build(self.framing, mdp.REQUEST)[:-2]
-        self.final_head = mdp.build(self.framing, mdp.FINAL)[:-2]
+        self.request_head = mdp.head(self.framing, mdp.REQUEST)
+        self.final_head = mdp.head(self.framing, mdp.FINAL)
         self.patience = LIVENESS * settings.heartbeat  # silence that ends a session
         self.wake_at = 0.0  # the next timer, as tend() leaves it
         self.first_pause = min(1.0, settings.heartbeat)
@@ -191,15 +191,8 @@ class Worker:
                 # Whatever the broker sends shows it alive.
                 session.heard_by = time.monotonic() + self.patience
                 session.heard = True
-                # The common message, a REQUEST in our framing, [*head, address, b"", *body]:
-                # taken apart here; parse() has the rest.
-                head = len(self.request_head)
-                if (
-                    frames[:head] == self.request_head
-                    and len(frames) > head + 2
-                    and frames[head + 1] == b""
-                ):
-                    self.jobs.append(Job(session, broker, frames[head], frames[head + 2 :]))
+                if request := mdp.carried(frames, self.request_head):  # the common message
+                    self.jobs.append(Job(session, broker, *request))
                     continue
                 try:
                     message = mdp.parse(frames)

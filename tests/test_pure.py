@@ -34,6 +34,30 @@ def test_build_then_parse_gives_the_message_back(framing, command, address, body
     assert mdp.parse(frames) == mdp.Message(framing, command, address, body)
 
 
+@pytest.mark.parametrize("framing", FRAMINGS, ids=str)
+@pytest.mark.parametrize("command", [mdp.REQUEST, mdp.FINAL])
+@pytest.mark.parametrize("body", [[b"body"], [b"envelope", b"body"]])
+def test_carried_agrees_with_parse_on_messages_with_a_body(framing, command, body):
+    frames = mdp.build(framing, command, b"key", *body)
+    assert mdp.carried(frames, mdp.head(framing, command)) == (b"key", body)
+    message = mdp.parse(frames)
+    assert (message.address, message.body) == (b"key", body)
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b"", b"MDPW02", b"\x02", b"key", b""],  # no body
+        [b"", b"MDPW02", b"\x02", b"key", b"x", b"body"],  # no empty frame after the address
+        [b"", b"MDPW02", b"\x04", b"key", b"", b"body"],  # another command
+        [b"MDPW02", b"\x02", b"key", b"", b"body"],  # another framing
+        [b"", b"MDPW02", b"\x05"],  # HEARTBEAT
+    ],
+)
+def test_carried_leaves_anything_else_to_parse(frames):
+    assert mdp.carried(frames, mdp.head(mdp.Framing(), mdp.REQUEST)) is None
+
+
 @pytest.mark.parametrize(
     "frames, code",
     [

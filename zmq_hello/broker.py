@@ -283,18 +283,13 @@ class Broker:
 
     def handle(self, address: bytes, frames: list[bytes]) -> None:
         worker = self.workers.get(address)
-        if worker and worker.request:
-            # The common message, the FINAL of the request held, in one frame: [*head,
-            # key, b"", body], taken apart here; parse() and the checks below have the rest.
-            head = len(worker.final_head)
-            if (
-                len(frames) == head + 3
-                and frames[:head] == worker.final_head
-                and frames[head] == worker.key
-                and frames[head + 1] == b""
-            ):
+        # The common message, the FINAL of the request held, in one frame; parse() and the
+        # checks below have the rest.
+        if worker and worker.request and (reply := mdp.carried(frames, worker.final_head)):
+            key, parts = reply
+            if key == worker.key and len(parts) == 1:
                 worker.expires = time.monotonic() + LIVENESS * self.heartbeat
-                self.replies.append(construct(Reply, (worker.request.route, frames[-1], True)))
+                self.replies.append(construct(Reply, (worker.request.route, parts[0], True)))
                 self.finished(address, worker)
                 return
         try:
@@ -368,9 +363,9 @@ class Broker:
             return
         service = self.services.get(message.address) or self.open(message.address)
         expires = time.monotonic() + LIVENESS * self.heartbeat
-        head = mdp.build(message.framing, mdp.REQUEST)[:-2]  # up to the address frame
-        final_head = mdp.build(message.framing, mdp.FINAL)[:-2]
-        worker = Worker(message.framing, expires, service, head, final_head)
+        request_head = mdp.head(message.framing, mdp.REQUEST)
+        final_head = mdp.head(message.framing, mdp.FINAL)
+        worker = Worker(message.framing, expires, service, request_head, final_head)
         self.workers[address] = worker
         service.workers += 1
         service.scheduler.release(address)

@@ -119,10 +119,24 @@ def parse(frames: list[bytes]) -> Message:
     return Message(framing, command, b"", [])
 
 
+def head(framing: Framing, command: str) -> list[bytes]:
+    """A command's first frames in framing's version: all that comes before its own."""
+    return [b""] * framing.empty_first + [framing.header, CODES[framing.header][command]]
+
+
+def carried(frames: list[bytes], first: list[bytes]) -> tuple[bytes, list[bytes]] | None:
+    """(address, body) of [*first, address, b"", *body] with a body, where first is a
+    head() of REQUEST, PARTIAL or FINAL; None for anything else, which parse() tells
+    apart. The one check for the message of every request, without parse()'s Message."""
+    at = len(first)
+    if frames[:at] == first and len(frames) > at + 2 and frames[at + 1] == b"":
+        return frames[at], frames[at + 2 :]
+    return None
+
+
 def build(framing: Framing, command: str, address: bytes = b"", *body: bytes) -> list[bytes]:
     """A message in framing's version; address and body as parse() returns them."""
-    frames = [b""] if framing.empty_first else []
-    frames += [framing.header, CODES[framing.header][command]]
+    frames = head(framing, command)
     if command in CARRY_BODY:
         frames += [address, b"", *body]
     elif command == READY:
