@@ -46,7 +46,8 @@ from zmq_hello.envelope import (
 )
 from zmq_hello.incidents import Incidents
 from zmq_hello.output import say
-from zmq_hello.runners import TOO_MANY, Inline, Runner, Tasks, Threads, Waker
+from zmq_hello.runners import BUSY, TOO_MANY, Inline, Runner, Tasks, Threads, Waker
+from zmq_hello.scheduler import Limits
 from zmq_hello.server_options import (
     add_security_arguments,
     add_worker_arguments,
@@ -79,8 +80,9 @@ DEFAULT_GRACEFUL_TIMEOUT = 30.0  # seconds, as systemd's and Kubernetes' own sto
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 BACKSTOP_SECONDS = 0.5  # past the deadline, for a loop stuck in an inline handler
 POLL_INTERVAL_MS = 1000  # a safety net only: workers and signals wake the poll at once
-MAX_WAITING = 64  # requests one client may have waiting while every worker is busy
-MAX_BACKLOG = 10_000  # requests taken and not yet answered, before the loop stops reading
+# Requests that may wait while every worker is busy: one client's for one service, one
+# client's for all services, everyone's. Past them a request is refused at once.
+LIMITS = Limits(per_queue=64, per_client=256, total=10_000)
 READ_BATCH = 32  # requests read per wake-up at most, so replies never wait long behind reads
 
 log = logging.getLogger("server")
@@ -91,9 +93,10 @@ class Server:
     waiting at most graceful_timeout seconds for them. Only this thread touches the
     frontend (ZeroMQ sockets are not thread safe).
 
-    Bounds: a client may have MAX_WAITING requests waiting; past that its requests are
-    answered at once with an error. When MAX_BACKLOG requests are taken and unanswered,
-    the loop stops reading until some are answered, and ZeroMQ's queues push back.
+    The frontend is read as fast as requests come, whatever is in flight: what cannot
+    wait (a client's share of LIMITS, or all of it, taken) is refused at once, so no
+    client's backlog ever stops the loop from reading another's request (and libzmq's
+    queues, which have no high-water mark here, never hold more than a moment's worth).
     """
 
     def __init__(
@@ -126,7 +129,7 @@ class Server:
             poller.register(socket, zmq.POLLIN)
         say(f"Listening on {self.frontend.getsockopt_string(zmq.LAST_ENDPOINT)}")
 
-        accepting = reading = True
+        accepting = True
         next_report = 0.0
         while accepting or self.in_flight:
             ready = dict(poller.poll(self.wait_ms()))
@@ -141,6 +144,7 @@ class Server:
 
             if self.stopped_by and accepting:
                 accepting = False
+                poller.unregister(self.frontend)
                 log.info(
                     "%s: stopped taking requests; finishing %d in flight",
                     self.stopped_by,
@@ -150,10 +154,7 @@ class Server:
                 self.deliver_all(self.runner.unservable())
                 if self.in_flight and time.monotonic() >= self.deadline:
                     return self.abandon()
-            if reading != (accepting and self.in_flight < MAX_BACKLOG):
-                reading = not reading
-                poller.register(self.frontend, zmq.POLLIN if reading else 0)  # 0 unregisters
-            if reading and self.frontend in ready:
+            if accepting and self.frontend in ready:
                 self.read_requests()
 
         signal.setitimer(signal.ITIMER_REAL, 0)  # the backstop: nothing is left to wait for
@@ -195,12 +196,12 @@ class Server:
                     self.quiet = not say(f"Received request from {shown}")
                 self.in_flight += 1
                 if (body := submit(request)) is not None:  # inline: the answer, at once
-                    if request.dialect and body is TOO_MANY:
-                        self.unanswered(request, "too many requests from this client")
+                    if request.dialect and (body is TOO_MANY or body is BUSY):
+                        self.unanswered(request, body[len(ERROR_PREFIX) :].decode())
                     else:
                         self.deliver(request.route, body)
                     self.in_flight -= 1
-            if self.in_flight >= MAX_BACKLOG or not wire.readable(frontend):
+            if not wire.readable(frontend):
                 break
         if replies := self.runner.flush():
             self.deliver_all(replies)
@@ -213,7 +214,10 @@ class Server:
             if request and frame_count > MAX_FRAMES:
                 raise mdp.ProtocolError(f"over {MAX_FRAMES} frames")
         except mdp.ProtocolError as exc:
-            self.incidents.add(f"a malformed MDP request from {printable(frames[0])}: {exc}")
+            self.incidents.add(
+                "malformed MDP requests",
+                f"a malformed MDP request from {printable(frames[0])}: {exc}",
+            )
             return None
         if request is None:
             self.refuse(frames[0], frame_count)
@@ -234,7 +238,10 @@ class Server:
     def unanswered(self, request: Request, why: str) -> None:
         """An MDP client's request that gets no reply: MDP has none for errors."""
         service = printable(request.service)
-        self.incidents.add(f"sent no reply to MDP requests for service {service!r}: {why}")
+        self.incidents.add(
+            "MDP requests unanswered",
+            f"sent no reply to MDP requests for service '{service}': {why}",
+        )
         self.counts["unanswered"] += 1
 
     def refuse(self, routing_id: bytes, frame_count: int) -> None:
@@ -242,8 +249,9 @@ class Server:
         shape = (
             f"{frame_count} frames" if frame_count <= MAX_FRAMES else f"over {MAX_FRAMES} frames"
         )
-        log.warning(
-            "malformed request from %s (%s): answered with an error", printable(routing_id), shape
+        self.incidents.add(
+            "malformed requests",
+            f"malformed request from {printable(routing_id)} ({shape}): answered with an error",
         )
         self.deliver([routing_id], ERROR_PREFIX + b"malformed request")
 
@@ -264,7 +272,9 @@ class Server:
                 reason = "its queue is full"
             else:
                 reason = "client is gone" if exc.errno == zmq.EHOSTUNREACH else exc.strerror
-            self.incidents.add(f"dropped a reply to {printable(route[0])}: {reason}")
+            self.incidents.add(
+                "dropped replies", f"dropped a reply to {printable(route[0])}: {reason}"
+            )
             self.counts["dropped"] += 1
             return
         self.counts["errors" if body.startswith(ERROR_PREFIX) else "answered"] += 1
@@ -282,7 +292,8 @@ class Server:
             # parser lives in a module that imports asyncio (8.6 MB more to carry).
             event, _endpoint = self.monitor.recv_multipart()
             errno = int.from_bytes(event[2:6], sys.byteorder)
-            self.incidents.add(f"cannot accept a connection: {os.strerror(errno)} (see ulimit -n)")
+            why = f"cannot accept a connection: {os.strerror(errno)} (see ulimit -n)"
+            self.incidents.add("failed accepts", why)
         self.incidents.report_repeats()
 
     def summary(self) -> str:
@@ -346,7 +357,7 @@ def make_runner(
         if not args.workers:
             return Inline(args.handler, service)
         pool = Tasks if handlers.is_async(args.handler) else Threads
-        return pool(args.handler, args.workers, MAX_WAITING, waker, service)
+        return pool(args.handler, args.workers, LIMITS, waker, service)
     backend = cleanup.enter_context(context.socket(zmq.ROUTER))
     # Workers' frames get their own cap: a reply may be far larger than a request.
     set_router_options(backend, args.max_reply_size, WORKERS_ZAP_DOMAIN, args.worker_heartbeat)
@@ -375,7 +386,7 @@ def make_runner(
         backend,
         service,
         args.worker_heartbeat,
-        MAX_WAITING,
+        LIMITS,
         args.no_worker_timeout,
         incidents,
         supervisor,
@@ -464,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with zmq.Context() as context, context.socket(zmq.ROUTER) as frontend:
         set_router_options(frontend, args.max_message_size, CLIENTS_ZAP_DOMAIN, args.heartbeat)
+        # A client that reconnects with its id (client.py in a loop with ID set) takes it
+        # over at once, instead of being ignored while its old connection lingers; its
+        # token tells it any reply meant for the old one (docs/client.md).
+        frontend.setsockopt(zmq.ROUTER_HANDOVER, 1)
         with contextlib.ExitStack() as cleanup:
             authenticator = None
             if args.curve_secret:

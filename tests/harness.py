@@ -93,6 +93,16 @@ class Process:
                     raise AssertionError(f"{check.__doc__ or check} never held\n{self}")
                 self.changed.wait(min(left, 0.5))
 
+    def wait_incidents(self, kind: str, text: str, times: int, timeout: float = WAIT) -> None:
+        """Wait until the server's stderr accounts for `times` incidents of a kind: lines
+        logged one by one (matching text) plus the counts of 'kind: N more' lines."""
+
+        def accounted(lines: list[str]) -> bool:
+            return incident_total(lines, kind, text) >= times
+
+        accounted.__doc__ = f"{times} incidents of {kind!r} ({text!r})"
+        self.wait_until(accounted, "err", timeout)
+
     def _reading(self) -> bool:
         return any(reader.is_alive() for reader in self.readers)
 
@@ -120,6 +130,20 @@ class Process:
         with self.changed:
             out, err = "\n".join(self.out), "\n".join(self.err)
         return f"--- stdout\n{out}\n--- stderr\n{err}"
+
+
+def incident_total(lines: list[str], kind: str, text: str) -> int:
+    """Incidents of a kind in a server's log: those logged one by one (matching text) and
+    those counted on 'kind: N more' lines (zmq_hello/incidents.py)."""
+    counted = re.compile(rf"{re.escape(kind)}: (\d+) more\b")
+    single = re.compile(text)
+    total = 0
+    for line in lines:
+        if found := counted.search(line):
+            total += int(found.group(1))
+        elif single.search(line):
+            total += 1
+    return total
 
 
 class Server:

@@ -252,6 +252,32 @@ def test_max_requests_replaces_local_workers_and_loses_nothing(start_server, con
     )
 
 
+def test_retiring_local_workers_exit_on_their_own(
+    start_server, context, tmp_path, monkeypatch, record
+):
+    """A worker that reaches --max-requests says DISCONNECT and exits by itself: its atexit
+    hooks run (the cleanup its replacement exists for), it is not killed as hung."""
+    monkeypatch.setenv("ZMQ_HELLO_EXIT_MARKS", str(tmp_path))
+    server = start_processes(
+        start_server, "--handler", "tests.exit_handlers:echo", "--max-requests", "3", count=1
+    )
+    client = dealer(context, server.endpoint)
+    for n in range(16):  # each worker leaves after 3 or 4
+        client.send(b"%d" % n)
+        assert receive(client) == [b"%d" % n]
+    exited = re.compile(r"local worker pid (\d+) exited \((.*?)\)")
+    server.process.wait_count(exited.pattern, 3, "err")
+    exits = [exited.search(line).groups() for line in server.process.err if exited.search(line)]
+    assert all(how == "code 0" for _, how in exits), server.process
+    marked = {path.name for path in tmp_path.iterdir()}
+    assert {pid for pid, _ in exits} <= marked, (exits, marked)
+    record(
+        "--processes 1 --max-requests 3, a handler with an atexit hook",
+        len(exits),
+        f"{len(exits)} workers retired; each exited 0 on its own, its atexit hook ran",
+    )
+
+
 def test_worker_py_max_requests_leaves_and_exits_0(start_server, spawn, context):
     server, backend = start_broker(start_server)
     worker = start_worker(spawn, server, backend, "--max-requests", "2")

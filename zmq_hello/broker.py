@@ -25,6 +25,7 @@ Local workers (--processes) are the Supervisor's; the broker tells it what it le
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import time
@@ -35,15 +36,17 @@ from logging import INFO
 import zmq
 
 from zmq_hello import mdp, wire
-from zmq_hello.envelope import Reply, Request, construct, error_reply
-from zmq_hello.incidents import Incidents
-from zmq_hello.runners import NO_REPLIES, TOO_MANY
-from zmq_hello.scheduler import Scheduler
+from zmq_hello.envelope import Reply, Request, construct, error_reply, printable
+from zmq_hello.incidents import KIND_BURST, Incidents
+from zmq_hello.runners import NO_REPLIES, refusal
+from zmq_hello.scheduler import Backlog, Limits, Scheduler
 from zmq_hello.supervisor import Supervisor
 
 LIVENESS = 3  # heartbeat intervals of silence after which an idle worker is dead
 READ_BATCH = 32  # backend messages read per wake-up at most
 MAX_FRAMES = 32  # frames kept of a worker's message: MDP needs 7, more is hostile
+SERVICES_SHOWN = 10  # in the summary line, the busiest first
+MAX_NAME_SHOWN = 100  # characters of a worker's address or a service's name in a log line
 
 log = logging.getLogger("server")
 
@@ -59,7 +62,7 @@ class Service:
     expiring: deque[tuple[float, Request]] = field(default_factory=deque)
 
     def __str__(self) -> str:
-        return repr(named(self.name))
+        return f"'{named(self.name)}'"
 
 
 @dataclass
@@ -77,8 +80,9 @@ class Worker:
 
 
 def named(address: bytes) -> str:
-    """A worker's address or a service's name for the log: they may be binary."""
-    return address.decode("utf-8", "backslashreplace")
+    """A worker's address or a service's name for the log: they may be binary, or hold a
+    newline that would forge a log line of its own, so each is escaped."""
+    return printable(address, MAX_NAME_SHOWN)
 
 
 class Broker:
@@ -90,7 +94,7 @@ class Broker:
         backend: zmq.Socket,
         service: bytes,
         heartbeat: float,
-        max_waiting: int,
+        limits: Limits,
         no_worker_timeout: float,
         incidents: Incidents,
         supervisor: Supervisor | None = None,
@@ -101,7 +105,9 @@ class Broker:
         self.sockets = [backend]
         self.default = service
         self.heartbeat = heartbeat
-        self.max_waiting = max_waiting
+        # One backlog for all services: made-up service names do not multiply a client's share.
+        self.limits = limits
+        self.backlog = Backlog(limits)
         self.no_worker_timeout = no_worker_timeout
         self.incidents = incidents
         self.supervisor = supervisor
@@ -125,7 +131,8 @@ class Broker:
         name = request.service or self.default
         service = self.services.get(name) or self.open(name)
         if not service.scheduler.add(request.route[0], request):
-            return TOO_MANY
+            self.close_if_unused(service)
+            return refusal(self.backlog)
         if service.scheduler.free:
             self.pending[service] = None
         elif not service.workers:
@@ -163,15 +170,23 @@ class Broker:
         return True  # a service nobody serves yet may have a worker soon: it waits
 
     def waiting(self) -> int:
-        return sum(service.scheduler.queued for service in self.services.values())
+        return self.backlog.total
 
     def describe(self) -> str:
         busy = Counter(worker.service.name for worker in self.workers.values() if worker.request)
+
+        def load(service: Service) -> tuple[int, int]:
+            return (busy[service.name] + service.scheduler.queued, service.workers)
+
+        # The busiest services only: the line stays short whatever names clients make up.
+        shown = heapq.nlargest(SERVICES_SHOWN, self.services.values(), key=load)
         services = " / ".join(
-            f"{service} {service.workers} connected, {busy[name]} busy, "
+            f"{service} {service.workers} connected, {busy[service.name]} busy, "
             f"{service.scheduler.queued} waiting"
-            for name, service in self.services.items()
+            for service in shown
         )
+        if len(self.services) > len(shown):
+            services += f" / {len(self.services) - len(shown)} more services"
         return (
             f"{len(self.workers)} connected, {sum(busy.values())} busy; by service: "
             f"{services}; {self.expired} requests expired with no worker"
@@ -213,7 +228,9 @@ class Broker:
     # Services, and requests that nobody serves.
 
     def open(self, name: bytes) -> Service:
-        service = self.services[name] = Service(name, Scheduler((), self.max_waiting))
+        service = self.services[name] = Service(
+            name, Scheduler((), self.backlog.limits.per_queue, self.backlog)
+        )
         return service
 
     def close_if_unused(self, service: Service) -> None:
@@ -249,8 +266,9 @@ class Broker:
                 self.replies.append(error_reply(request, "no worker for this service"))
                 self.expired += 1
                 self.incidents.add(
+                    "requests expired",
                     f"requests for service {service} expired: no worker registered within "
-                    f"{self.no_worker_timeout:g} s (--no-worker-timeout)"
+                    f"{self.no_worker_timeout:g} s (--no-worker-timeout)",
                 )
             if not expiring:
                 del self.orphaned[service]
@@ -304,7 +322,8 @@ class Broker:
             elif command != mdp.DISCONNECT:
                 # Declared dead a moment ago, or registered with the server before a restart.
                 self.incidents.add(
-                    f"{command} from worker {named(address)}, which is not registered"
+                    "messages from workers not registered",
+                    f"{command} from worker {named(address)}, which is not registered",
                 )
                 self.send(address, mdp.build(message.framing, mdp.DISCONNECT))
             return
@@ -331,7 +350,10 @@ class Broker:
             self.forget(address, "disconnected", died=False)
         else:  # READY again, a REQUEST, a reply for a request it does not hold
             held = " for a request it does not hold" if command in (mdp.FINAL, mdp.PARTIAL) else ""
-            self.incidents.add(f"unexpected {command} from worker {named(address)}{held}")
+            self.incidents.add(
+                "unexpected worker commands",
+                f"unexpected {command} from worker {named(address)}{held}",
+            )
             self.disconnect(address, f"sent an unexpected {command}")
 
     def finished(self, address: bytes, worker: Worker) -> None:
@@ -348,7 +370,9 @@ class Broker:
 
     def refuse(self, address: bytes, why: str) -> None:
         """A message that is not MDP: logged, and its sender, if a worker, disconnected."""
-        self.incidents.add(f"a bad message from worker {named(address)}: {why}")
+        self.incidents.add(
+            "bad worker messages", f"a bad message from worker {named(address)}: {why}"
+        )
         if address in self.workers:
             self.disconnect(address, "sent a bad message")
 
@@ -356,8 +380,9 @@ class Broker:
         name = named(address)
         if message.address.startswith(mdp.MMI_PREFIX):
             self.incidents.add(
-                f"worker {name} registered for {named(message.address)!r}: mmi. services "
-                "are the broker's own (RFC 8); sent DISCONNECT"
+                "workers registering for mmi. services",
+                f"worker {name} registered for '{named(message.address)}': mmi. services "
+                "are the broker's own (RFC 8); sent DISCONNECT",
             )
             self.send(address, mdp.build(message.framing, mdp.DISCONNECT))
             return
@@ -377,7 +402,10 @@ class Broker:
         if self.supervisor:
             worker.untried = self.supervisor.registered(address)
         self.incidents.add(
-            f"worker {name} ready for {service} ({message.framing})", "workers registering", INFO
+            "workers registering",
+            f"worker {name} ready for {service} ({message.framing})",
+            INFO,
+            KIND_BURST,
         )
 
     def send(self, address: bytes, frames: list[bytes]) -> bool:
@@ -404,22 +432,38 @@ class Broker:
         name = named(address)
         request = worker.request
         if request is None:
-            self.incidents.add(f"worker {name} {why}", "workers leaving")
+            self.incidents.add("workers leaving", f"worker {name} {why}", burst=KIND_BURST)
         elif not died:
-            log.info("worker %s %s before it ran a request: running it elsewhere", name, why)
+            self.incidents.add(
+                "workers leaving",
+                f"worker {name} {why} before it ran a request: running it elsewhere",
+                INFO,
+                KIND_BURST,
+            )
             service.scheduler.add(request.client, request, first=True)
         elif not request.worker_died:
-            log.warning("worker %s %s holding a request: running it once more", name, why)
+            self.incidents.add(
+                "workers gone holding a request",
+                f"worker {name} {why} holding a request: running it once more",
+                burst=KIND_BURST,
+            )
             service.scheduler.add(request.client, request._replace(worker_died=True), first=True)
         else:
-            log.warning("worker %s %s holding a request that a worker died on before", name, why)
+            self.incidents.add(
+                "workers gone holding a request",
+                f"worker {name} {why} holding a request that a worker died on before",
+                burst=KIND_BURST,
+            )
             self.replies.append(error_reply(request, "worker failed"))
         if service.scheduler.free and service.scheduler.queued:
             self.pending[service] = None
         elif not service.workers:
             self.orphan(service)
         if self.supervisor:
-            self.supervisor.hung(address)  # a silent local worker is hung: end it
+            if died:
+                self.supervisor.hung(address)  # a silent local worker is hung: end it
+            else:  # it said it is leaving: it exits by itself
+                self.supervisor.retiring(address)
 
     def tick(self) -> None:
         """Once a heartbeat interval: heartbeats to every worker, and the dead found.

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from zmq_hello import handlers
 from zmq_hello.envelope import ERROR_PREFIX, Reply, Request, construct
 from zmq_hello.handlers import Handler
-from zmq_hello.scheduler import Scheduler
+from zmq_hello.scheduler import Backlog, Limits, Scheduler
 
 if TYPE_CHECKING:
     import asyncio
@@ -32,6 +32,14 @@ if TYPE_CHECKING:
 
 NO_REPLIES: list[Reply] = []  # shared, never appended to: most calls have none to give
 TOO_MANY = ERROR_PREFIX + b"too many requests from this client"
+BUSY = ERROR_PREFIX + b"server busy: too many requests waiting"
+
+
+def refusal(backlog: Backlog) -> bytes:
+    """Why submit() did not take a request: the whole backlog is full, or its client's share."""
+    return BUSY if backlog.full else TOO_MANY
+
+
 ABANDON_JOIN_SECONDS = 1.0  # for the event loop to cancel its tasks when abandoning them
 
 
@@ -147,14 +155,15 @@ class Pool(OneService):
     sockets: list[zmq.Socket] = []
 
     def __init__(
-        self, handler: Handler, count: int, max_waiting: int, waker: Waker, service: bytes
+        self, handler: Handler, count: int, limits: Limits, waker: Waker, service: bytes
     ) -> None:
         self.handler = handler
         self.service = service
         self.count = count
         self.waker = waker
         self.lock = threading.Lock()  # for scheduler and free: the loop adds, workers take
-        self.scheduler: Scheduler[int, Request] = Scheduler((), max_waiting)
+        self.backlog = Backlog(limits)
+        self.scheduler: Scheduler[int, Request] = Scheduler((), limits.per_queue, self.backlog)
         self.free = count  # workers with no request
         self.finished: queue.SimpleQueue[Reply] = queue.SimpleQueue()
 
@@ -166,7 +175,7 @@ class Pool(OneService):
                 return None
             if self.scheduler.add(request.route[0], request):
                 return None
-        return TOO_MANY
+        return refusal(self.backlog)
 
     def hand_over(self, request: Request) -> None:
         """Give request to a free worker (called under the lock)."""
@@ -207,9 +216,9 @@ class Threads(Pool):
     """count worker threads; each takes the next request by the fair rule when it frees."""
 
     def __init__(
-        self, handler: Handler, count: int, max_waiting: int, waker: Waker, service: bytes
+        self, handler: Handler, count: int, limits: Limits, waker: Waker, service: bytes
     ) -> None:
-        super().__init__(handler, count, max_waiting, waker, service)
+        super().__init__(handler, count, limits, waker, service)
         # Requests handed to free threads, and None per thread to stop.
         self.handed: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         # Started up front: creating threads on demand delays the first requests of a burst.
@@ -251,9 +260,9 @@ class Tasks(Pool):
     """An `async def` handler: up to count tasks at once on one event loop in one thread."""
 
     def __init__(
-        self, handler: Handler, count: int, max_waiting: int, waker: Waker, service: bytes
+        self, handler: Handler, count: int, limits: Limits, waker: Waker, service: bytes
     ) -> None:
-        super().__init__(handler, count, max_waiting, waker, service)
+        super().__init__(handler, count, limits, waker, service)
         import asyncio  # only here: a server with a plain handler need not carry it
 
         self.loop = asyncio.new_event_loop()

@@ -29,11 +29,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from zmq_hello.incidents import Incidents
+from zmq_hello.incidents import KIND_BURST, Incidents
 from zmq_hello.sockets import ipc_in_use
 
 RESTART_PAUSE_MAX = 30.0  # seconds: the longest pause before restarting a local worker
 STOP_TIMEOUT = 10.0  # seconds local workers get to exit at shutdown before being killed
+# Seconds a local worker that said DISCONNECT (--max-requests) gets to exit on its own,
+# running its atexit hooks and finally blocks, before it is killed as hung.
+RETIRE_TIMEOUT = 10.0
 # A worker that crashes before it has answered a request, and sooner than this after it
 # registered, crashed starting up (it may register, then fail on its first line of
 # output, say): it waits longer each time before it is restarted.
@@ -57,6 +60,7 @@ class Local:
     served: bool = False  # answered a request since it started
     failures: int = 0  # start-up crashes in a row, for the pause before the next start
     restart_at: float | None = None
+    leave_by: float | None = None  # it said it is leaving: killed if still running then
 
 
 class Supervisor:
@@ -97,7 +101,7 @@ class Supervisor:
             command = [*command, "--max-requests", str(limit)]
         local.popen = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         local.address = f"{socket.gethostname()}/{local.popen.pid}".encode()
-        local.ready, local.served, local.restart_at = False, False, None
+        local.ready, local.served, local.restart_at, local.leave_by = False, False, None, None
 
     def registered(self, address: bytes) -> bool:
         """The broker heard READY from address; whether it is one of ours."""
@@ -118,6 +122,12 @@ class Supervisor:
         for local in self.local:
             if local.address == address and local.popen and local.popen.poll() is None:
                 local.popen.kill()
+
+    def retiring(self, address: bytes) -> None:
+        """address said DISCONNECT: if it is ours, it exits by itself, or is killed later."""
+        for local in self.local:
+            if local.address == address and local.popen and local.leave_by is None:
+                local.leave_by = time.monotonic() + RETIRE_TIMEOUT
 
     def may_serve(self) -> bool:
         """Whether a local worker may yet register (one that crashed at start is not
@@ -141,20 +151,36 @@ class Supervisor:
                 pause = min(0.5 * 2**local.failures, RESTART_PAUSE_MAX)
                 local.failures += 1
             self.incidents.add(
-                f"local worker pid {local.popen.pid} exited ({how}): restarting in {pause:.1f} s",
                 "local workers exiting",
+                f"local worker pid {local.popen.pid} exited ({how}): restarting in {pause:.1f} s",
+                burst=KIND_BURST,
             )
             local.popen, local.restart_at = None, now + pause
         return exited
 
     def restart(self) -> float | None:
-        """Start the local workers whose pause is over; when the next one is due, if any."""
+        """Start the local workers whose pause is over, kill those that said they were
+        leaving and have not; when the next of these is due, if any."""
         now = time.monotonic()
+        due: list[float] = []
         for local in self.local:
-            if local.popen is None and local.restart_at is not None and now >= local.restart_at:
-                self.spawn(local)
-        pending = [local.restart_at for local in self.local if local.popen is None]
-        return min(pending, default=None)  # type: ignore[type-var]
+            if local.popen is None and local.restart_at is not None:
+                if now >= local.restart_at:
+                    self.spawn(local)
+                else:
+                    due.append(local.restart_at)
+            elif local.popen and local.leave_by is not None:
+                if now < local.leave_by:
+                    due.append(local.leave_by)
+                elif local.popen.poll() is None:
+                    log.warning(
+                        "local worker pid %d did not exit %g s after it left: killed",
+                        local.popen.pid,
+                        RETIRE_TIMEOUT,
+                    )
+                    local.popen.kill()
+                    local.leave_by = None  # reaped, and restarted, as any other exit
+        return min(due, default=None)
 
     def kill(self) -> None:
         """SIGKILL to each, for a server that cannot wait for them."""
