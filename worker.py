@@ -3,6 +3,8 @@
 
 It connects to the broker, registers for a service (READY), and answers its requests
 one at a time (REQUEST, then FINAL), exchanging heartbeats while it waits for work.
+Registered with several brokers, it keeps heartbeating the others while a handler runs
+for one (from a thread of its own), so that none takes a slow worker for a dead one.
 
     python worker.py --connect tcp://server-host:5556 --handler examples.cpu:handle
     python server.py --backend 'tcp://*:5556' ...   # the broker side, on the server
@@ -73,6 +75,7 @@ class Session:
     retry_at: float = 0.0
     heard: bool = False  # the broker spoke since this registration
     registered_at: float = 0.0
+    connections: int = 0  # made so far: each gets a routing id of its own
 
 
 @dataclass
@@ -106,6 +109,13 @@ class Worker:
             Session(endpoint, pause=self.first_pause) for endpoint in settings.endpoints
         ]
         self.jobs: deque[Job] = deque()
+        # The sockets belong to the thread holding the baton: the main thread, but while
+        # a handler runs, when the heartbeat thread may take it (beat()). Handed over
+        # with a lock, a socket moves between threads behind the memory barrier that
+        # libzmq asks for.
+        self.baton = threading.Lock()
+        self.running: Session | None = None  # whose request the handler is working on
+        self.stopping = threading.Event()  # ends the heartbeat thread
         self.poll_items: list[tuple] | None = None  # for zmq_poll, made again as sockets change
         if handlers.is_async(settings.handler):
             import asyncio
@@ -128,6 +138,9 @@ class Worker:
         if self.settings.parent is not None:
             watch_parent(self.settings.parent, min(self.settings.heartbeat, 1.0))
         with zmq.Context() as context:
+            self.baton.acquire()  # never released but for a handler: see run()
+            heartbeats = threading.Thread(target=self.beat, name="heartbeats", daemon=True)
+            heartbeats.start()
             try:
                 for session in self.sessions:
                     self.register(context, session)
@@ -144,6 +157,10 @@ class Worker:
                         self.send(session.socket, mdp.DISCONNECT)
                 return 0
             finally:
+                # The baton is the main thread's (an exception from a handler takes it
+                # back first): the heartbeat thread cannot touch a socket closed here.
+                self.stopping.set()
+                heartbeats.join()
                 for session in self.sessions:
                     if session.socket:
                         session.socket.close()
@@ -153,8 +170,14 @@ class Worker:
         broker = session.socket = context.socket(zmq.DEALER)
         self.poll_items = None
         broker.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
-        # Readable in the broker's logs; server.py knows its --processes by it.
-        broker.setsockopt(zmq.ROUTING_ID, f"{socket.gethostname()}/{os.getpid()}".encode())
+        # Readable in the broker's logs; server.py knows its --processes by it (host/pid).
+        # Each new connection has an id of its own (host/pid/2, ...): a broker that still
+        # holds the last one would ignore a new connection under the same id.
+        routing_id = f"{socket.gethostname()}/{os.getpid()}"
+        session.connections += 1
+        if session.connections > 1:
+            routing_id += f"/{session.connections}"
+        broker.setsockopt(zmq.ROUTING_ID, routing_id.encode())
         if self.settings.curve:
             broker.curve_publickey, broker.curve_secretkey, broker.curve_serverkey = (
                 self.settings.curve
@@ -210,8 +233,14 @@ class Worker:
         return {broker: zmq.POLLIN for broker in sockets if wire.readable(broker)}
 
     def run(self, job: Job) -> None:
-        """Answer one request, to the registration it came on, if that is still there."""
-        reply = self.answer(job.body)
+        """Answer one request, to the registration it came on, if that is still there.
+        The sockets are the heartbeat thread's while the handler runs (beat())."""
+        self.running = job.session
+        self.baton.release()
+        try:
+            reply = self.answer(job.body)
+        finally:
+            self.baton.acquire()
         if job.session.socket is job.socket:
             # As in send(), but without a suppress() object per request.
             try:  # noqa: SIM105
@@ -223,15 +252,58 @@ class Worker:
                 "dropped a reply to %s: that broker was lost while the request ran",
                 job.session.endpoint,
             )
-        # A busy spell counts from its end: no broker was read meanwhile.
-        heard_by = time.monotonic() + self.patience
-        for session in self.sessions:
-            if session.heard_by < heard_by:
-                session.heard_by = heard_by
         if self.retiring():
             # Its reply is sent; the requests still waiting here never ran, and a broker
             # told DISCONNECT runs them elsewhere.
             self.jobs.clear()
+
+    def beat(self) -> None:
+        """The heartbeat thread: while a handler runs, heartbeats to the brokers that
+        count this worker idle, as they fall due, so that none takes a slow worker for a
+        dead one (beat_busy()). It may touch the sockets only while it holds the baton,
+        which the main thread lets go of just for the handler (run()). Waiting for the
+        baton would wake this thread on every request, so it only tries when a heartbeat
+        is due; holding the baton, the main thread keeps the timers itself (tend()), and
+        this thread looks again a little later."""
+        interval = self.settings.heartbeat
+        while True:
+            if self.baton.acquire(blocking=False):
+                try:
+                    self.beat_busy(time.monotonic())
+                except Exception:  # never silently gone: the timers depend on it
+                    log.exception("heartbeats while busy failed")
+                finally:
+                    self.baton.release()
+            # Read without the baton: a stale value only wakes this thread too soon.
+            now = time.monotonic()
+            due = min((s.next_heartbeat for s in self.sessions if s.socket), default=now + interval)
+            if self.stopping.wait(max(due - now, interval / 8)):
+                return
+
+    def beat_busy(self, now: float) -> None:
+        """With the baton, while a handler runs: the heartbeats that are due, and the
+        silence the handler causes forgiven.
+
+        A broker whose request runs or waits here counts this worker busy: it gets no
+        heartbeat: it needs none (MDP workers send none while busy).
+
+        Nobody reads the brokers meanwhile, so their silence is not held against them
+        when the handler is the cause: a broker that counts this worker busy may say
+        nothing until it has the reply, and one whose messages wait unread has spoken.
+        One that has sent nothing is lost as usual, once the handler ends (tend())."""
+        heard_by = now + self.patience
+        busy_for = {self.running, *(job.session for job in self.jobs)}
+        for session in self.sessions:
+            broker = session.socket
+            if broker is None:  # lost: registered again by the main thread, after
+                continue
+            busy = session in busy_for
+            if now >= session.next_heartbeat:
+                if not busy:
+                    self.send(broker, mdp.HEARTBEAT)
+                session.next_heartbeat = now + self.settings.heartbeat
+            if session.heard_by < heard_by and (busy or wire.readable(broker)):
+                session.heard_by = heard_by
 
     def tend(self, context: zmq.Context) -> None:
         """Timers: heartbeats to each broker, the silent ones lost, the lost tried again."""
@@ -354,8 +426,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=DEFAULT_HEARTBEAT,
         metavar="SECONDS",
-        help=f"heartbeat interval while waiting for work; the broker counts as gone after "
-        f"{LIVENESS} silent intervals (default {DEFAULT_HEARTBEAT})",
+        help=f"heartbeat interval, to each broker that counts the worker idle (while a "
+        f"handler runs for another too); a broker counts as gone after {LIVENESS} silent "
+        f"intervals (default {DEFAULT_HEARTBEAT})",
     )
     parser.add_argument(
         "--max-requests",

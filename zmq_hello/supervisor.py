@@ -103,31 +103,36 @@ class Supervisor:
         local.address = f"{socket.gethostname()}/{local.popen.pid}".encode()
         local.ready, local.served, local.restart_at, local.leave_by = False, False, None, None
 
+    def find(self, address: bytes) -> Local | None:
+        """The local worker whose connection has address (host/pid, or host/pid/N for a
+        later connection of the same process), if it is ours and running."""
+        for local in self.local:
+            if local.popen and (
+                address == local.address or address.startswith(local.address + b"/")
+            ):
+                return local
+        return None
+
     def registered(self, address: bytes) -> bool:
         """The broker heard READY from address; whether it is one of ours."""
-        for local in self.local:
-            if local.address == address:
-                local.ready, local.registered_at = True, time.monotonic()
-                return True
-        return False
+        if local := self.find(address):
+            local.ready, local.registered_at = True, time.monotonic()
+        return local is not None
 
     def served(self, address: bytes) -> None:
         """address answered its first request: if it is ours, it started well."""
-        for local in self.local:
-            if local.address == address:
-                local.served = True
+        if local := self.find(address):
+            local.served = True
 
     def hung(self, address: bytes) -> None:
         """The broker found address silent: if it is ours, end it, to start anew."""
-        for local in self.local:
-            if local.address == address and local.popen and local.popen.poll() is None:
-                local.popen.kill()
+        if (local := self.find(address)) and local.popen and local.popen.poll() is None:
+            local.popen.kill()
 
     def retiring(self, address: bytes) -> None:
         """address said DISCONNECT: if it is ours, it exits by itself, or is killed later."""
-        for local in self.local:
-            if local.address == address and local.popen and local.leave_by is None:
-                local.leave_by = time.monotonic() + RETIRE_TIMEOUT
+        if (local := self.find(address)) and local.leave_by is None:
+            local.leave_by = time.monotonic() + RETIRE_TIMEOUT
 
     def may_serve(self) -> bool:
         """Whether a local worker may yet register (one that crashed at start is not
