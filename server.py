@@ -361,9 +361,6 @@ def make_runner(
     backend = cleanup.enter_context(context.socket(zmq.ROUTER))
     # Workers' frames get their own cap: a reply may be far larger than a request.
     set_router_options(backend, args.max_reply_size, WORKERS_ZAP_DOMAIN, args.worker_heartbeat)
-    # A worker that reconnects with its id (worker.py keeps host/pid) takes it over at
-    # once, instead of being ignored while its old connection lingers.
-    backend.setsockopt(zmq.ROUTER_HANDOVER, 1)
     if args.curve_workers:
         enable_curve(authenticator, backend, args.curve_secret, args.curve_workers)  # type: ignore[arg-type]
     supervisor = None
@@ -475,10 +472,6 @@ def main(argv: list[str] | None = None) -> int:
 
     with zmq.Context() as context, context.socket(zmq.ROUTER) as frontend:
         set_router_options(frontend, args.max_message_size, CLIENTS_ZAP_DOMAIN, args.heartbeat)
-        # A client that reconnects with its id (client.py in a loop with ID set) takes it
-        # over at once, instead of being ignored while its old connection lingers; its
-        # token tells it any reply meant for the old one (docs/client.md).
-        frontend.setsockopt(zmq.ROUTER_HANDOVER, 1)
         with contextlib.ExitStack() as cleanup:
             authenticator = None
             if args.curve_secret:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import math
 import socket
 from typing import TYPE_CHECKING
 
@@ -39,40 +38,25 @@ def set_router_options(
     # Any ZAP domain makes libzmq refuse peers speaking the unversioned ZMTP 1.0, which
     # it would otherwise parse out of any TCP client's bytes (a port scanner's, say).
     router.setsockopt_string(zmq.ZAP_DOMAIN, zap_domain)
-    # libzmq 4.3.5 aborts the whole process (Assertion failed: !_io_error) when a
-    # connection whose input it stopped, its queue to this socket being full, is closed
-    # by the peer and then has anything to send: its own heartbeat PING (HEARTBEAT_IVL),
-    # or the PONG to a PING the peer sent before closing (libzmq issues 4364, 3937, 4767).
-    # Input stops only at the high-water mark, so there is none: the poll loop reads
-    # every message at once and refuses what it cannot take (docs/reliability.md).
+    # libzmq 4.3.5 aborts the whole process (Assertion failed: !_io_error) when it has
+    # stopped reading a connection because its queue to this socket is full, the peer
+    # resets the connection, and libzmq then has something to send on it: the PING of
+    # the heartbeat below, or the PONG to a PING the peer sent just before it closed
+    # (libzmq issues 4364, 3937, 4767). With no high-water mark libzmq never stops
+    # reading a connection, so that state cannot arise; the poll loop reads every message
+    # as it comes and refuses at once what it cannot take (docs/reliability.md).
+    # ROUTER_HANDOVER would bring the state back (a connection whose id was taken over
+    # is never read again): it is never set on these sockets.
     router.setsockopt(zmq.RCVHWM, 0)
     # Replies queued to one client before they are dropped: its cost if it never reads.
     router.setsockopt(zmq.SNDHWM, MAX_QUEUED_REPLIES)
-    # No HEARTBEAT_IVL either (its timer is the other way in to the abort): the kernel
-    # finds a vanished peer instead. Keepalive probes an idle connection; TCP_MAXRT
-    # (TCP_USER_TIMEOUT) ends one whose data stays unacknowledged. This project's own
-    # clients and workers send libzmq heartbeats with a TTL, so a frozen one is dropped
-    # too (docs/reliability.md, "Liveness").
-    keepalive = max(1, math.ceil(heartbeat))  # the kernel counts in whole seconds
-    router.setsockopt(zmq.TCP_KEEPALIVE, 1)
-    router.setsockopt(zmq.TCP_KEEPALIVE_IDLE, keepalive)
-    router.setsockopt(zmq.TCP_KEEPALIVE_INTVL, keepalive)
-    router.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
-    router.setsockopt(zmq.TCP_MAXRT, 3 * 1000 * keepalive)
-    # A connection that has not finished its handshake by then is closed.
-    router.setsockopt(zmq.HANDSHAKE_IVL, 3 * round(heartbeat * 1000))
-
-
-def set_peer_heartbeats(dealer: zmq.Socket, heartbeat: float) -> None:
-    """libzmq heartbeats from a client or a worker of this project: its I/O thread pings
-    every interval, and the server drops the connection once it has heard nothing for
-    three (the TTL each PING carries), so a frozen or vanished peer is found however
-    busy its Python code is. The server itself sends no PING (see set_router_options)."""
-    interval_ms = max(100, round(heartbeat * 1000))
-    dealer.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
-    dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * interval_ms)
-    # The TTL travels in deciseconds, at most 6553.5 s.
-    dealer.setsockopt(zmq.HEARTBEAT_TTL, min(3 * interval_ms, 6_553_500))
+    # Ping every peer; drop one that stays silent (frozen, or its network gone) for
+    # three intervals, or that has not finished its handshake by then. libzmq's I/O
+    # thread answers these pings, so a peer busy in Python code is not dropped.
+    interval_ms = round(heartbeat * 1000)
+    router.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
+    router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * interval_ms)
+    router.setsockopt(zmq.HANDSHAKE_IVL, 3 * interval_ms)
 
 
 def start_authenticator(context: zmq.Context, log: logging.Logger) -> ThreadAuthenticator:
