@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -59,44 +60,81 @@ def request(
     With service, the request goes to that service of server.py's MDP broker, as an
     MDP/0.2 request behind the token: [token, b"", b"MDPC02", REQUEST, service, body].
     A worker's PARTIAL replies go to on_partial as they come, each restarting the wait.
+
+    A call that got its reply leaves its connections open for the next call in the same
+    thread with the same routing id, servers and keys, which uses them: a loop of calls
+    with one fixed id never reconnects under it, so it never meets the server still
+    holding the connection just closed (which would ignore the new one for a timeout).
     """
     order = [endpoints] if isinstance(endpoints, str) else list(endpoints)
     token = os.urandom(8)
     head = [token, b""] if service is None else [token, b"", MDP_CLIENT, MDP_REQUEST, service]
-    with zmq.Context() as context:
-        dealers: dict[str, zmq.Socket] = {}  # by endpoint
-        try:
-            for attempt in range(1 + retries):
-                for endpoint in order:
-                    if endpoint not in dealers:
-                        dealers[endpoint] = connect(context, endpoint, routing_id, curve)
-                on_try(attempt)
-                deadline = time.monotonic() + timeout
-                dealer = first_up([dealers[endpoint] for endpoint in order], deadline)
-                if dealer is None:
-                    continue  # no server up in the whole timeout
-                dealer.send_multipart([*head, body])
-                reply = wait_reply(dealer, token, service, deadline, timeout, on_partial)
-                if reply is not None:
-                    return reply
-                # Lazy Pirate: the socket that got no answer goes, with whatever it still
-                # held (an unsent request, a half-open connection), and its server goes
-                # last. The others stay: a server would ignore a fresh connection under
-                # this routing id while it still holds the one just closed.
-                silent = next(endpoint for endpoint in order if dealers[endpoint] is dealer)
-                dealers.pop(silent).close(linger=0)
-                order.remove(silent)
-                order.append(silent)
-        finally:
+    key = (os.getpid(), routing_id, tuple(order), curve)
+    dealers = kept.take(key)  # by endpoint
+    reply = None
+    try:
+        for attempt in range(1 + retries):
+            for endpoint in order:
+                if endpoint not in dealers:
+                    dealers[endpoint] = connect(endpoint, routing_id, curve)
+            on_try(attempt)
+            deadline = time.monotonic() + timeout
+            dealer = first_up([dealers[endpoint] for endpoint in order], deadline)
+            if dealer is None:
+                continue  # no server up in the whole timeout
+            dealer.send_multipart([*head, body])
+            reply = wait_reply(dealer, token, service, deadline, timeout, on_partial)
+            if reply is not None:
+                return reply
+            # Lazy Pirate: the socket that got no answer goes, with whatever it still
+            # held (an unsent request, a half-open connection), and its server goes
+            # last. The others stay: a server would ignore a fresh connection under
+            # this routing id while it still holds the one just closed.
+            silent = next(endpoint for endpoint in order if dealers[endpoint] is dealer)
+            dealers.pop(silent).close(linger=0)
+            order.remove(silent)
+            order.append(silent)
+    finally:
+        if reply is not None:
+            kept.keep(key, dealers)
+        else:
             for dealer in dealers.values():
                 dealer.close(linger=0)
     return None
 
 
+class Kept(threading.local):
+    """The connections of this thread's last answered call, for request() to use again."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None  # (pid, routing id, endpoints, curve) they were made for
+        self.dealers: dict[str, zmq.Socket] = {}
+
+    def take(self, key: tuple) -> dict[str, zmq.Socket]:
+        """The kept connections if they were made for key (in this process); else none,
+        and any kept for another key are closed."""
+        dealers, self.dealers = self.dealers, {}
+        kept_key, self.key = self.key, None
+        if kept_key == key:
+            return dealers
+        if kept_key is not None and kept_key[0] == os.getpid():  # a forked child's are not its own
+            for dealer in dealers.values():
+                dealer.close(linger=0)
+        return {}
+
+    def keep(self, key: tuple, dealers: dict[str, zmq.Socket]) -> None:
+        self.key, self.dealers = key, dealers
+
+
+kept = Kept()
+
+
 def connect(
-    context: zmq.Context, endpoint: str, routing_id: bytes, curve: tuple[bytes, bytes, bytes] | None
+    endpoint: str, routing_id: bytes, curve: tuple[bytes, bytes, bytes] | None
 ) -> zmq.Socket:
-    dealer = context.socket(zmq.DEALER)
+    # The process's shared context: it outlives a call, for the connections kept, and a
+    # forked child gets a new one of its own.
+    dealer: zmq.Socket = zmq.Context.instance().socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)  # never wait on exit for an unsent request
     # Queue only to connections that are up: without it, a DEALER given a server that is
     # down holds a request for it, in its turn, until that server comes back.
