@@ -22,6 +22,7 @@ from harness import (
     WAIT,
     ask,
     dealer,
+    incident_total,
     local_worker_pids,
     receive,
     start_broker,
@@ -307,17 +308,10 @@ def test_workers_registering_and_vanishing_cost_a_bounded_log(start_server, cont
         peer.send_multipart([b"", W02, b"\x01", b"hello"])
         peer.close()
 
-    def counted(lines: list[str], each: str, kind: str) -> int:
-        one = sum(1 for line in lines if re.search(each, line))
-        more = sum(int(m.group(1)) for line in lines if (m := re.search(kind, line)))
-        return one + more
-
     def all_came_and_went(lines: list[str]) -> bool:
         """200 registrations and 200 departures logged, one by one or counted"""
-        came = counted(lines, r"worker churn\d+ ready", r"workers registering \((\d+) more")
-        went = counted(
-            lines, r"worker churn\d+ (is gone|was silent)", r"workers leaving \((\d+) more"
-        )
+        came = incident_total(lines, "workers registering", r"worker churn\d+ ready")
+        went = incident_total(lines, "workers leaving", r"worker churn\d+ (is gone|was silent)")
         return came == 200 and went == 200
 
     server.process.wait_until(all_came_and_went, "err", timeout=20)

@@ -296,8 +296,7 @@ def test_hostile_mdp_traffic_is_logged_and_never_stops_the_server(
         f"malformed MDP client requests ({len(HOSTILE)} shapes: no service, unknown "
         "command, empty or 256-byte service, no body, 24 frames)",
         20 * len(HOSTILE),
-        "logged in two lines (the first at once, then a count); no reply; the next request "
-        "served",
+        "logged in two lines (the first at once, then a count); no reply; the next request served",
     )
 
 
