@@ -132,7 +132,7 @@ class Broker:
         service = self.services.get(name) or self.open(name)
         if not service.scheduler.add(request.route[0], request):
             self.close_if_unused(service)
-            return refusal(self.backlog)
+            return refusal(self.backlog.full)
         if service.scheduler.free:
             self.pending[service] = None
         elif not service.workers:

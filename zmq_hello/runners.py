@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from zmq_hello import handlers
 from zmq_hello.envelope import ERROR_PREFIX, Reply, Request, construct
 from zmq_hello.handlers import Handler
-from zmq_hello.scheduler import Backlog, Limits, Scheduler
+from zmq_hello.scheduler import Limits, Scheduler
 
 if TYPE_CHECKING:
     import asyncio
@@ -35,9 +35,9 @@ TOO_MANY = ERROR_PREFIX + b"too many requests from this client"
 BUSY = ERROR_PREFIX + b"server busy: too many requests waiting"
 
 
-def refusal(backlog: Backlog) -> bytes:
+def refusal(backlog_full: bool) -> bytes:
     """Why submit() did not take a request: the whole backlog is full, or its client's share."""
-    return BUSY if backlog.full else TOO_MANY
+    return BUSY if backlog_full else TOO_MANY
 
 
 ABANDON_JOIN_SECONDS = 1.0  # for the event loop to cancel its tasks when abandoning them
@@ -162,8 +162,9 @@ class Pool(OneService):
         self.count = count
         self.waker = waker
         self.lock = threading.Lock()  # for scheduler and free: the loop adds, workers take
-        self.backlog = Backlog(limits)
-        self.scheduler: Scheduler[int, Request] = Scheduler((), limits.per_queue, self.backlog)
+        # One queue: its own count bounds the whole backlog, with no Backlog to keep.
+        self.max_backlog = limits.total
+        self.scheduler: Scheduler[int, Request] = Scheduler((), limits.per_queue)
         self.free = count  # workers with no request
         self.finished: queue.SimpleQueue[Reply] = queue.SimpleQueue()
 
@@ -173,9 +174,10 @@ class Pool(OneService):
                 self.free -= 1
                 self.hand_over(request)
                 return None
-            if self.scheduler.add(request.route[0], request):
+            full = self.scheduler.queued >= self.max_backlog
+            if not full and self.scheduler.add(request.route[0], request):
                 return None
-        return refusal(self.backlog)
+        return refusal(full)
 
     def hand_over(self, request: Request) -> None:
         """Give request to a free worker (called under the lock)."""
