@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
+import pytest
 import zmq
 from abusers import (
     Curve,
@@ -136,32 +137,16 @@ def test_clients_flooding_without_reading_64_kib_replies_then_closing(
     )
 
 
-def test_raw_zmtp_peers_sending_pings_among_a_flood_then_resetting(start_server, context, record):
-    server = start_server("--work-time", "0", "--quiet", "--graceful-timeout", "5")
-    rounds = 3
-    done = 0
-
-    def abuse() -> None:
-        nonlocal done
-        done = raw_ping_fill(server.port, rounds)
-
-    grown = abuse_and_survive(server, abuse)
-    assert done == rounds, f"only {done} of {rounds} rounds: the server dropped the peer"
-    assert probe(context, server.endpoint, b"after") == b"World"
-    stop(server)
-    record(
-        "raw ZMTP 3.1 peer: 200,000 one-byte messages with a PING every 50, then a reset "
-        "(SO_LINGER 0)",
-        rounds,
-        f"server up {SURVIVE:g} s after the last reset; {grown}; the next client served; "
-        "SIGTERM exits 0",
-    )
-
-
-def test_raw_zmtp_peers_sending_pings_to_a_broker_then_resetting(
-    start_server, spawn, context, record
+@pytest.mark.parametrize("broker", [False, True], ids=["threads", "broker"])
+def test_raw_zmtp_peers_sending_pings_among_a_flood_then_resetting(
+    start_server, spawn, context, record, broker
 ):
-    server, _ = broker_with_worker(start_server, spawn, "--quiet")
+    if broker:
+        server, _ = broker_with_worker(start_server, spawn, "--quiet")
+        answer, where, served = b"after", "to a broker (--backend)", "a worker's client"
+    else:
+        server = start_server("--work-time", "0", "--quiet", "--graceful-timeout", "5")
+        answer, where, served = b"World", "(threads)", "the next client"
     rounds = 3
     done = 0
 
@@ -171,14 +156,13 @@ def test_raw_zmtp_peers_sending_pings_to_a_broker_then_resetting(
 
     grown = abuse_and_survive(server, abuse)
     assert done == rounds, f"only {done} of {rounds} rounds: the server dropped the peer"
-    assert probe(context, server.endpoint, b"after") == b"after"
+    assert probe(context, server.endpoint, b"after") == answer
     stop(server)
     record(
-        "raw ZMTP 3.1 peer to a broker (--backend): 200,000 one-byte requests with a PING "
-        "every 50, then a reset",
+        f"raw ZMTP 3.1 peer {where}: 200,000 one-byte messages with a PING every 50, then "
+        "a reset (SO_LINGER 0)",
         rounds,
-        f"server up {SURVIVE:g} s after the last reset; {grown}; a worker's client served; "
-        "SIGTERM exits 0",
+        f"server up {SURVIVE:g} s after the last reset; {grown}; {served} served; SIGTERM exits 0",
     )
 
 
