@@ -80,7 +80,7 @@ class Loop:
             assert self.answered == count, f"{name}: {self.answered} of {count} answered"
 
 
-def test_a_fixed_id_in_a_loop_never_waits_on_an_idle_server(echo_server, client_request):
+def test_a_fixed_id_in_a_loop_never_waits_on_an_idle_server(echo_server, client_request, record):
     server = echo_server("--quiet")
     fixed = Loop()
     started = time.monotonic()
@@ -88,9 +88,14 @@ def test_a_fixed_id_in_a_loop_never_waits_on_an_idle_server(echo_server, client_
     fixed.check("fixed id, idle server", REQUESTS)
     assert time.monotonic() - started < 30, "2,000 requests on loopback take seconds"
     assert server.process.popen.poll() is None
+    record(
+        "client.request() 2,000 times in a loop with one fixed id, idle server",
+        REQUESTS,
+        f"none waited its {TIMEOUT:g} s timeout; every reply its own",
+    )
 
 
-def test_a_fixed_id_in_a_loop_never_waits_on_a_busy_server(echo_server, client_request):
+def test_a_fixed_id_in_a_loop_never_waits_on_a_busy_server(echo_server, client_request, record):
     """Two worker threads kept busy by three other clients, each also looping with its own
     fixed id, so that the fixed client's requests queue behind theirs."""
     server = echo_server("--quiet", "--workers", "2")
@@ -119,3 +124,9 @@ def test_a_fixed_id_in_a_loop_never_waits_on_a_busy_server(echo_server, client_r
         other.check(f"other client {i}")
         assert other.answered > 100, f"other client {i} kept the server busy: {other.answered}"
     assert server.process.popen.poll() is None
+    record(
+        "client.request() 2,000 times in a loop with one fixed id, 2 threads kept busy by "
+        "3 other looping clients",
+        REQUESTS,
+        f"none waited its {TIMEOUT:g} s timeout; every reply its own",
+    )

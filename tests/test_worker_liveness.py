@@ -37,7 +37,7 @@ def start_two_broker_worker(start_server, spawn, *args: str):
     ids=["plain handler, stopped by SIGTERM", "async handler, --max-requests 3"],
 )
 def test_a_worker_busy_for_one_broker_keeps_its_session_with_the_other(
-    start_server, spawn, context, handler, stop
+    start_server, spawn, context, record, handler, stop
 ):
     extra = ["--max-requests", "3"] if stop == "--max-requests" else []
     (a, _), (b, _), worker = start_two_broker_worker(
@@ -63,6 +63,11 @@ def test_a_worker_busy_for_one_broker_keeps_its_session_with_the_other(
         assert len(about) == 2, server.process
     assert worker.count("^Worker ready for hello at ") == 2, worker
     assert not [line for line in worker.err if "silent for" in line or "again" in line], worker
+    record(
+        f"worker.py on two servers, a {LONG:g} s request for one ({stop}; --heartbeat {HEARTBEAT})",
+        1,
+        "neither server lost it or saw it register again; both served it on",
+    )
 
 
 class RawBroker:
