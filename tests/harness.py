@@ -132,6 +132,18 @@ class Process:
         return f"--- stdout\n{out}\n--- stderr\n{err}"
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process in KiB; 0 once it is gone (a zombie has none)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
 def incident_total(lines: list[str], kind: str, text: str) -> int:
     """Incidents of a kind in a server's log: those logged one by one (matching text) and
     those counted on 'kind: N more' lines (zmq_hello/incidents.py)."""

@@ -23,22 +23,10 @@ from abusers import (
     raw_worker_flood,
     unread_flood,
 )
-from harness import WAIT, receive, start_broker, start_worker
+from harness import WAIT, receive, rss_kib, start_broker, start_worker
 
 SURVIVE = 3.0  # seconds after the abuser's close that the server must still be running
 BIG = "tests.sample_handlers:big"  # replies int(request) bytes: b"65536" asks for 64 KiB
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory of a process; 0 once it is gone (a zombie has none)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
 
 
 def probe(context: zmq.Context, endpoint: str, body: bytes, curve: Curve | None = None) -> bytes:

@@ -18,7 +18,7 @@ import time
 
 import pytest
 import zmq
-from harness import REPO, WAIT, Process, ask, dealer, receive
+from harness import REPO, WAIT, Process, ask, dealer, receive, rss_kib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,11 +33,6 @@ RAW_PAYLOADS = {
     "a ZMTP greeting, then garbage": ZMTP3_NULL_GREETING + random.Random(5).randbytes(512),
     "nothing (a silent connection)": b"",
 }
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
 def wait_closed(peer: socket.socket) -> float:
