@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -47,8 +46,6 @@ READ_BATCH = 32  # backend messages read per wake-up at most
 MAX_FRAMES = 32  # frames kept of a worker's message: MDP needs 7, more is hostile
 SERVICES_SHOWN = 10  # in the summary line, the busiest first
 MAX_NAME_SHOWN = 100  # characters of a worker's address or a service's name in a log line
-
-log = logging.getLogger("server")
 
 
 @dataclass(eq=False)  # by identity: a service is a key of the broker's dicts
@@ -106,7 +103,6 @@ class Broker:
         self.default = service
         self.heartbeat = heartbeat
         # One backlog for all services: made-up service names do not multiply a client's share.
-        self.limits = limits
         self.backlog = Backlog(limits)
         self.no_worker_timeout = no_worker_timeout
         self.incidents = incidents
