@@ -1,0 +1,157 @@
+"""The rules of a client's calls, apart from sockets (sans-IO): how a request is framed,
+which reply belongs to which call, when a try has run out and which server the next
+one goes to. Client (threads) and AsyncClient (asyncio) carry out what it decides.
+
+A request travels as [token, b"", body], or, for a service of the MDP broker, as an
+MDP/0.2 request behind the token: [token, b"", b"MDPC02", REQUEST, service, body]. The
+server echoes the token, so a reply is matched to its call by token alone: a reply
+nobody waits for any more (its call gave up, or it belongs to another client that used
+the same routing id) is dropped on arrival. The token stays the same across a call's
+tries, so a late reply to an earlier try counts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+from typing import Any
+
+DEFAULT_TIMEOUT = 2.5  # seconds each try waits
+DEFAULT_RETRIES = 3  # tries after the first
+ERROR_PREFIX = b"ERROR: "
+# MDP/0.2 (ZeroMQ RFC 18): the client's protocol frame, and the commands it sends and gets.
+MDP_CLIENT, MDP_REQUEST, MDP_PARTIAL, MDP_FINAL = b"MDPC02", b"\x01", b"\x02", b"\x03"
+
+
+class NoReply(TimeoutError):
+    """Every try of a request timed out: no server answered."""
+
+    def __init__(self, endpoints: Sequence[str], tries: int, timeout: float) -> None:
+        self.endpoints = list(endpoints)
+        self.tries = tries
+        self.timeout = timeout
+        tried = "try" if tries == 1 else "tries"
+        super().__init__(
+            f"no reply from {', '.join(endpoints)} after {tries} {tried} of {timeout:g} s"
+        )
+
+
+class ServerError(Exception):
+    """The server answered with an error; str() is its message, reply the whole body."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        super().__init__(reply[len(ERROR_PREFIX) :].decode("utf-8", "backslashreplace"))
+
+
+class Call:
+    """One request in flight: what it sends, where its current try went, until when that
+    try waits, and what has come back."""
+
+    __slots__ = (
+        "token",
+        "frames",
+        "service",
+        "timeout",
+        "deadline",
+        "endpoint",
+        "reply",
+        "partials",
+        "waiter",
+    )
+
+    def __init__(self, token: bytes, body: bytes, service: bytes | None, timeout: float) -> None:
+        self.token = token
+        if service is None:
+            self.frames = [token, b"", body]
+        else:
+            self.frames = [token, b"", MDP_CLIENT, MDP_REQUEST, service, body]
+        self.service = service
+        self.timeout = timeout
+        self.deadline = 0.0  # when the current try gives up (time.monotonic())
+        self.endpoint: str | None = None  # where the current try was sent, if it was
+        self.reply: bytes | None = None  # the final reply's body, once it came
+        self.partials: list[bytes] = []  # partial replies not yet handed to the caller
+        self.waiter: Any = None  # the I/O layer's way to wake this call's caller
+
+    @property
+    def done(self) -> bool:
+        return self.reply is not None
+
+    def result(self) -> bytes:
+        """The reply body; ServerError if the server answered with an error."""
+        assert self.reply is not None
+        if self.reply.startswith(ERROR_PREFIX):
+            raise ServerError(self.reply)
+        return self.reply
+
+
+class Calls:
+    """The calls in flight of one client, by token, and the order of its servers."""
+
+    def __init__(self, endpoints: Sequence[str]) -> None:
+        self.order = list(endpoints)  # each try goes to the first of these that is up
+        self.pending: dict[bytes, Call] = {}
+        # A random prefix (per client and per process, so a forked child's tokens differ
+        # from its parent's) and a counter: unique without a system call per request.
+        self.prefix = os.urandom(4)
+        self.counter = itertools.count()
+
+    def open(self, body: bytes, service: bytes | None, timeout: float) -> Call:
+        token = self.prefix + (next(self.counter) & 0xFFFFFFFF).to_bytes(4, "big")
+        call = Call(token, body, service, timeout)
+        self.pending[token] = call
+        return call
+
+    def close(self, call: Call) -> None:
+        """The caller is done with call (answered, given up, cancelled): a reply that
+        comes for it later is dropped."""
+        self.pending.pop(call.token, None)
+
+    def begin_try(self, call: Call, now: float) -> None:
+        call.deadline = now + call.timeout
+        call.endpoint = None
+
+    def timed_out(self, call: Call) -> None:
+        """Call's try got no reply in time: its server goes last for every call."""
+        if call.endpoint is not None and call.endpoint in self.order:
+            self.order.remove(call.endpoint)
+            self.order.append(call.endpoint)
+
+    def route(self, frames: list[bytes], now: float) -> Call | None:
+        """Take a reply: the call it advanced (its final reply, or one more partial one,
+        which gives the try another timeout), or None if nobody waits for it."""
+        call = self.pending.get(frames[0])
+        if call is None or len(frames) < 3 or frames[1] != b"":
+            return None
+        if call.service is None:
+            if len(frames) != 3:
+                return None
+            call.reply = frames[2]
+        else:
+            if len(frames) != 6 or frames[2] != MDP_CLIENT or frames[4] != call.service:
+                return None
+            if frames[3] == MDP_FINAL:
+                call.reply = frames[5]
+            elif frames[3] == MDP_PARTIAL:
+                call.partials.append(frames[5])
+                call.deadline = now + call.timeout
+            else:
+                return None
+        return call
+
+
+def endpoint_list(endpoints: str | Sequence[str]) -> list[str]:
+    """endpoints as a list, each once, in their order; ValueError if there is none."""
+    order = [endpoints] if isinstance(endpoints, str) else list(dict.fromkeys(endpoints))
+    if not order:
+        raise ValueError("no endpoint given")
+    return order
+
+
+def check_settings(timeout: float, retries: int) -> None:
+    if not timeout > 0:
+        raise ValueError(f"timeout must be above 0 seconds, got {timeout!r}")
+    if not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a whole number 0 or more, got {retries!r}")
