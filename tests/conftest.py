@@ -16,11 +16,18 @@ from harness import ECHO, EPHEMERAL, REPO, Process, Server
 
 @pytest.fixture
 def spawn() -> Iterator:
-    """Start a script (path relative to the repository) as a Process; kill all at the end."""
+    """Start a script (path relative to the repository, or absolute) as a Process; kill
+    all at the end. python=None runs the script itself (an installed console script)."""
     started: list[Process] = []
 
-    def start(script: str, *args: str, preexec_fn=None, cwd: Path = REPO) -> Process:
-        process = Process(REPO / script, *args, preexec_fn=preexec_fn, cwd=cwd)
+    def start(
+        script: str,
+        *args: str,
+        preexec_fn=None,
+        cwd: Path = REPO,
+        python: str | None = sys.executable,
+    ) -> Process:
+        process = Process(REPO / script, *args, preexec_fn=preexec_fn, cwd=cwd, python=python)
         started.append(process)
         return process
 

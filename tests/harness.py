@@ -24,11 +24,19 @@ SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]  # each drains, then ex
 
 
 class Process:
-    """A running script whose stdout and stderr lines are collected by reader threads."""
+    """A running script whose stdout and stderr lines are collected by reader threads;
+    python=None runs script itself (an installed console script, say)."""
 
-    def __init__(self, script: Path, *args: str, preexec_fn=None, cwd: Path = REPO) -> None:
+    def __init__(
+        self,
+        script: Path,
+        *args: str,
+        preexec_fn=None,
+        cwd: Path = REPO,
+        python: str | None = sys.executable,
+    ) -> None:
         self.popen = subprocess.Popen(
-            [sys.executable, str(script), *args],
+            [*([python] if python else []), str(script), *args],
             preexec_fn=preexec_fn,
             cwd=cwd,
             stdin=subprocess.DEVNULL,

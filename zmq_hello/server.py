@@ -1,11 +1,12 @@
-#!/usr/bin/env python3
-"""A ZeroMQ request-reply server: one ROUTER socket, one poll loop, a pool of workers.
+"""The server program: its poll loop (Server.serve()), its flags, and run(), which
+server.py, `python -m zmq_hello.server` and the zmq-hello-server command all start.
 
+A ZeroMQ request-reply server: one ROUTER socket, one poll loop, a pool of workers.
 Any client answers: client.py, a plain DEALER, a REQ socket. Each reply goes back to
 the connection its request came from. The handler runs on worker threads (or, for an
 `async def` handler, as tasks on one asyncio event loop), so the poll loop never waits
 for it and a slow request never holds up the others. To use more cores or machines,
-the server becomes a Majordomo (MDP) broker for worker processes (worker.py).
+the server becomes a Majordomo (MDP) broker for worker processes (zmq_hello.worker).
 
     python server.py                                  # tcp://127.0.0.1:5555, 16 workers
     python server.py --handler examples.echo:handle   # serve your own function
@@ -30,6 +31,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import NoReturn
 
 import zmq
 
@@ -45,7 +47,7 @@ from zmq_hello.envelope import (
     split_request,
 )
 from zmq_hello.incidents import Incidents
-from zmq_hello.output import say
+from zmq_hello.output import program, say
 from zmq_hello.runners import BUSY, TOO_MANY, Inline, Runner, Tasks, Threads, Waker
 from zmq_hello.scheduler import Limits
 from zmq_hello.server_options import (
@@ -392,6 +394,7 @@ def make_runner(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineErrorParser(
+        prog=program(),
         description="A ZeroMQ ROUTER server: answers each client on its own connection.",
         epilog="SIGINT, SIGTERM or SIGHUP: stop taking requests, finish those taken (waiting "
         "at most --graceful-timeout), exit 0 (1 if some were abandoned). SIGQUIT: the same "
@@ -481,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 bind(frontend, args.bind)
             except zmq.ZMQError as exc:
-                print(f"server.py: cannot listen on {args.bind}: {exc.strerror}", file=sys.stderr)
+                print(f"{program()}: cannot listen on {args.bind}: {exc.strerror}", file=sys.stderr)
                 return 1
             waker = Waker()
             cleanup.callback(waker.close)
@@ -490,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                 runner = make_runner(args, context, cleanup, waker, incidents, authenticator)
             except zmq.ZMQError as exc:
                 print(
-                    f"server.py: cannot listen for workers on {args.backend}: {exc.strerror}",
+                    f"{program()}: cannot listen for workers on {args.backend}: {exc.strerror}",
                     file=sys.stderr,
                 )
                 return 1
@@ -506,8 +509,13 @@ def main(argv: list[str] | None = None) -> int:
                 return server.serve()
 
 
-if __name__ == "__main__":
+def run() -> NoReturn:
+    """The program: exits with main()'s code (130 for Ctrl-C while starting)."""
     try:
         sys.exit(main())
     except KeyboardInterrupt:  # Ctrl-C while starting, before serve() handles signals
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,17 +1,17 @@
 """Local worker processes (--processes): start them, reap them, restart them with a
 growing pause after start-up crashes, and stop them at shutdown.
 
-Each is a worker.py process that connects to the broker's private ipc:// endpoint with
-the routing id host/pid, so the broker can tell the supervisor when one registered (a
-later crash is no start-up crash) and when one went silent (it is hung: kill it, so that
-it is restarted). The supervisor owns SIGCHLD: its handler only notes that a child
-exited; the poll loop wakes (the signal writes to its wake-up fd) and the broker calls
-reap().
+Each is a worker process (python -m zmq_hello.worker, of this same zmq_hello package)
+that connects to the broker's private ipc:// endpoint with the routing id host/pid, so
+the broker can tell the supervisor when one registered (a later crash is no start-up
+crash) and when one went silent (it is hung: kill it, so that it is restarted). The
+supervisor owns SIGCHLD: its handler only notes that a child exited; the poll loop wakes
+(the signal writes to its wake-up fd) and the broker calls reap().
 
 The private directory (zmq-hello-PID-*, only this user can open it) is removed at exit.
 A server killed with SIGKILL cannot do that: the next server the same user starts with
 --processes removes every such directory whose socket nobody listens on any more.
-Workers whose server is gone exit by themselves (worker.py --parent).
+Workers whose server is gone exit by themselves (the worker's --parent).
 """
 
 from __future__ import annotations
@@ -44,17 +44,26 @@ STARTUP_GRACE = 1.0
 DIRECTORY_PREFIX = "zmq-hello-"
 SOCKET_NAME = "workers"
 SWEEP_AGE = 60.0  # seconds: a directory younger than this with no socket may be starting
-WORKER_SCRIPT = Path(__file__).resolve().parent.parent / "worker.py"
+# The directory that holds this zmq_hello package: a checkout, or site-packages.
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+# The interpreter's path as this process started, before handlers.py puts the working
+# directory first: its first entry is the script's directory (the working directory for
+# -m), which a worker started with -m does not get; the rest a worker gets as well.
+STARTUP_PATH = sys.path[0 if getattr(sys.flags, "safe_path", False) else 1 :]
+# -P (3.11+): with -m, Python would put the working directory first on the worker's path,
+# where a module of the user's (random.py, say) would shadow the worker's own imports;
+# worker.py never had it there either, but handlers.py adds it before importing one.
+PYTHON_FLAGS = ["-P"] if sys.version_info >= (3, 11) else []
 
 log = logging.getLogger("server")
 
 
 @dataclass
 class Local:
-    """One --processes slot: the worker.py process that fills it, restarted as needed."""
+    """One --processes slot: the worker process that fills it, restarted as needed."""
 
     popen: subprocess.Popen | None = None
-    address: bytes = b""  # its routing id, as worker.py sets it: host/pid
+    address: bytes = b""  # its routing id, as the worker sets it: host/pid
     ready: bool = False  # registered since it started
     registered_at: float = 0.0
     served: bool = False  # answered a request since it started
@@ -64,22 +73,25 @@ class Local:
 
 
 class Supervisor:
-    """count worker.py processes, kept running until stop()."""
+    """count worker processes, kept running until stop()."""
 
     def __init__(
         self, count: int, worker_args: list[str], incidents: Incidents, max_requests: int = 0
     ) -> None:
-        """worker_args: worker.py's flags (endpoint, service, heartbeat, handler);
+        """worker_args: the worker's flags (endpoint, service, heartbeat, handler);
         max_requests: each worker leaves after about that many (0: never)."""
         self.incidents = incidents
         self.max_requests = max_requests
         self.command = [
             sys.executable,
-            str(WORKER_SCRIPT),
+            *PYTHON_FLAGS,
+            "-m",
+            "zmq_hello.worker",
             *worker_args,
             "--parent",
             str(os.getpid()),
         ]
+        self.environment = worker_environment()
         self.count = count
         self.local: list[Local] = []
         self.child_exited = False
@@ -99,7 +111,7 @@ class Supervisor:
             # Jitter, so that workers started together do not all leave together.
             limit = self.max_requests + random.randint(0, max(1, self.max_requests // 10))
             command = [*command, "--max-requests", str(limit)]
-        local.popen = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        local.popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=self.environment)
         local.address = f"{socket.gethostname()}/{local.popen.pid}".encode()
         local.ready, local.served, local.restart_at, local.leave_by = False, False, None, None
 
@@ -211,6 +223,22 @@ class Supervisor:
                 log.warning("local worker pid %d did not exit: killed", popen.pid)
                 popen.kill()
                 popen.wait()
+
+
+def worker_environment() -> dict[str, str] | None:
+    """The environment for local workers: this process's, with PACKAGE_ROOT put first on
+    PYTHONPATH if a worker would not find this zmq_hello package without it (None: as is).
+
+    From a checkout (python server.py, from any working directory), only the script's
+    directory holds the package, and a worker started with -m does not get that one.
+    Installed, the package is in site-packages, on every interpreter's path already:
+    putting it on PYTHONPATH would put it before the standard library."""
+    on_path = {os.path.realpath(entry) for entry in STARTUP_PATH}
+    if str(PACKAGE_ROOT) in on_path:
+        return None
+    inherited = os.environ.get("PYTHONPATH")
+    path = f"{PACKAGE_ROOT}{os.pathsep}{inherited}" if inherited else str(PACKAGE_ROOT)
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def private_directory() -> Path:

@@ -1,5 +1,7 @@
-#!/usr/bin/env python3
-"""A Majordomo (MDP/0.2) worker: runs a handler for server.py, or for any MDP broker.
+"""The worker program: Worker, a Majordomo (MDP/0.2) worker that runs a handler for the
+server (zmq_hello.server) or for any MDP broker, its flags, and run(), which worker.py,
+`python -m zmq_hello.worker` (how the server starts its --processes) and the
+zmq-hello-worker command all start.
 
 It connects to the broker, registers for a service (READY), and answers its requests
 one at a time (REQUEST, then FINAL), exchanging heartbeats while it waits for work.
@@ -28,6 +30,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import NoReturn
 
 import zmq
 
@@ -35,7 +38,7 @@ from zmq_hello import handlers, mdp, wire
 from zmq_hello.cli import OneLineErrorParser, count, curve_keys
 from zmq_hello.envelope import ERROR_PREFIX
 from zmq_hello.handlers import Handler
-from zmq_hello.output import say
+from zmq_hello.output import program, say
 from zmq_hello.sockets import DEFAULT_MAX_REPLY_SIZE, allow_ipv6
 
 DEFAULT_CONNECT = "tcp://localhost:5556"
@@ -403,6 +406,7 @@ def watch_parent(parent: int, interval: float) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineErrorParser(
+        prog=program(),
         description="A Majordomo (MDP/0.2) worker: answers a broker's requests with a handler.",
         epilog="SIGINT, SIGTERM or SIGHUP: finish the request in hand, send its reply and "
         "DISCONNECT, exit 0. A second signal exits at once.",
@@ -487,12 +491,17 @@ def main(argv: list[str] | None = None) -> int:
         return Worker(settings).serve()
     except zmq.ZMQError as exc:  # connect() refuses an endpoint it cannot parse
         endpoints = ", ".join(args.connect)
-        print(f"worker.py: cannot connect to {endpoints}: {exc.strerror}", file=sys.stderr)
+        print(f"{program()}: cannot connect to {endpoints}: {exc.strerror}", file=sys.stderr)
         return 2
 
 
-if __name__ == "__main__":
+def run() -> NoReturn:
+    """The program: exits with main()'s code (130 for Ctrl-C while starting)."""
     try:
         sys.exit(main())
     except KeyboardInterrupt:  # Ctrl-C while starting, before serve() handles signals
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()
