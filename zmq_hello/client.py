@@ -130,12 +130,13 @@ class Client:
         # The reader waits on each socket's descriptor (libzmq signals on it when the
         # socket has news) and on a pipe that other threads write to when they took
         # the reader's own reply, or when the client closes.
-        wake_read, self._wake_fd = os.pipe()
-        os.set_blocking(wake_read, False)
+        self._wake_read, self._wake_fd = os.pipe()
+        os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_fd, False)
-        self._wake_read = wake_read
+        # Descriptors are plain ints: closed by close(), or when the client is collected.
+        self._pipe_closer = weakref.finalize(self, _close_pipe, self._wake_read, self._wake_fd)
         self._poller = select.poll()
-        self._poller.register(wake_read, select.POLLIN)
+        self._poller.register(self._wake_read, select.POLLIN)
         for dealer in self._sockets.values():
             self._poller.register(get_option(dealer, zmq.FD), select.POLLIN)
 
@@ -231,8 +232,7 @@ class Client:
             dealer.close(linger=0)
         self._sockets = {}
         if self._wake_fd >= 0:
-            os.close(self._wake_read)
-            os.close(self._wake_fd)
+            self._pipe_closer()
             self._wake_fd = -1
 
     def _check_open(self) -> None:
@@ -346,6 +346,11 @@ class Client:
                 return
 
 
+def _close_pipe(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 # Every open Client, so that a forked child can forget its parent's sockets (pyzmq:
 # a child must not use them; closing them there would be a no-op that warns).
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
@@ -356,8 +361,7 @@ def _after_fork_in_child() -> None:
     for client in list(_clients):
         _inherited.extend(client._sockets.values())
         if client._wake_fd >= 0:  # the child's own copies of the pipe's descriptors
-            os.close(client._wake_read)
-            os.close(client._wake_fd)
+            client._pipe_closer()
         client._start()  # sockets are made again on first use
 
 
