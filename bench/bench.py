@@ -3,9 +3,10 @@
 
 The baseline is the tutorial's server loop with its two bugs fixed (baseline_server.py).
 Servers run as real processes on loopback with ephemeral ports; load comes from
-load.py, a separate process. Measurements of the baseline and of server.py alternate
-(A B A B ...) and every figure is a median, reported beside its ratio to the baseline's
-median, because a shared machine is noisy. Progress goes to stderr, the table to stdout.
+load.py, a separate process (clients.py for the client library's figures). Measurements
+of the baseline and of server.py alternate (A B A B ...) and every figure is a median,
+reported beside its ratio to the baseline's median, because a shared machine is noisy.
+Progress goes to stderr, the table to stdout.
 
     python bench/bench.py               # about 5 minutes
     python bench/bench.py --quick       # a few seconds: keeps the benchmark working
@@ -40,6 +41,7 @@ SERVER = HERE.parent / "server.py"
 CLIENT = HERE.parent / "client.py"
 BASELINE = HERE / "baseline_server.py"
 LOAD = HERE / "load.py"
+CLIENTS = HERE / "clients.py"
 LBBROKER = HERE / "lbbroker.py"
 WORKER = HERE.parent / "worker.py"
 MAJORTOMO_WORKER = HERE / "majortomo_worker.py"
@@ -67,6 +69,11 @@ TARGETS = {
     "majortomo_cpu_rps": 0.90,  # CPU-bound: both bound by their workers
     "failover_wait": 1.5,  # kill run: worst client wait at most --timeout (1 s) + 0.5 s
     "against_rps": 0.95,  # each figure at least this x the same figure for --against REV
+    # The client library (issue 22), each against a bare loop of a few lines in the same run:
+    "client_rps": 0.85,  # Client.request in a loop, one thread, inline zero work: x a bare DEALER
+    "async_client_rps": 0.80,  # AsyncClient, 100 in flight: x a bare zmq.asyncio DEALER
+    "client_threads": 1.10,  # one Client, 16 threads x K requests of 0.1 s: wall / K x 0.1 s
+    "client_burst": 1.10,  # 1000 AsyncClient requests x 0.5 s async / (0.5 s + zero-work burst)
 }
 
 
@@ -95,6 +102,12 @@ class Settings:
     cpu_seconds: float = 3.0  # each CPU-bound measurement
     kill_seconds: float = 10.0  # the load run during which a worker is killed each second
     failover_seconds: float = 20.0  # the load run during which a server is killed
+    # The client library against bare loops (clients.py): req/s measurements, then wall
+    # times (16 threads sharing a Client, a burst of burst_clients on an AsyncClient).
+    clients_rounds: int = 7
+    clients_seconds: float = 1.5
+    clients_wall_rounds: int = 5
+    clients_requests: int = 10  # each of the 16 threads', one after another
 
 
 QUICK = Settings(
@@ -115,6 +128,10 @@ QUICK = Settings(
     cpu_seconds=0.3,
     kill_seconds=2.0,
     failover_seconds=4.0,
+    clients_rounds=1,
+    clients_seconds=0.2,
+    clients_wall_rounds=1,
+    clients_requests=3,
 )
 
 
@@ -814,9 +831,15 @@ def against(settings: Settings, rev: str) -> dict:
     return {"rev": rev, "rows": rows, "lost": lost(rows)}
 
 
+# Start-up is timed as users run programs: their Python caches compiled modules (and pip
+# compiles an installed package's). A PYTHONDONTWRITEBYTECODE in this environment would
+# have every run compile zmq_hello's modules again, which no user pays.
+USER_ENVIRONMENT = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def timed(command: list[str]) -> tuple[float, int]:
     start = time.perf_counter()
-    code = subprocess.run(command, capture_output=True, timeout=60).returncode
+    code = subprocess.run(command, capture_output=True, timeout=60, env=USER_ENVIRONMENT).returncode
     return time.perf_counter() - start, code
 
 
@@ -828,6 +851,8 @@ def client_startup(settings: Settings, clients: dict[str, Path] | None = None) -
     times: dict[str, list[float]] = {name: [] for name in [*clients, "import zmq"]}
     failed = 0
     try:
+        for script in clients.values():  # once untimed, for the compiled modules' cache
+            timed([sys.executable, str(script), "1", "--connect", target.endpoint])
         for _ in range(settings.client_runs):
             for name, script in clients.items():
                 seconds, code = timed(
@@ -849,6 +874,107 @@ def client_startup(settings: Settings, clients: dict[str, Path] | None = None) -
         "ratio": medians[first] / medians["import zmq"],
         "lost": failed,
     }
+
+
+def clients_load(target: Server, *args: str) -> dict:
+    """One measurement by a clients.py process against target: its JSON."""
+    command = [sys.executable, str(CLIENTS), target.endpoint, *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise SystemExit(f"bench: clients.py failed: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def medians(results: list[dict], key: str) -> dict:
+    """The median of key over rounds, with the rounds, CPU per request and lost."""
+    return {
+        key: median([result[key] for result in results]),
+        "rounds": [result[key] for result in results],
+        "cpu_us_per_request": median([result["cpu_us_per_request"] for result in results]),
+        "lost": sum(result["lost"] for result in results),
+    }
+
+
+def client_library(settings: Settings) -> dict:
+    """The client library (issue 22) against the bare loops it wraps, in interleaved
+    rounds, a clients.py process per measurement: Client.request in a loop on one thread
+    (and client.py's legacy request(), for context) against a bare DEALER, and AsyncClient
+    with 100 requests in flight against a bare zmq.asyncio DEALER with futures by token,
+    inline at zero work; one Client shared by 16 threads, each sending K requests of 0.1 s
+    on --workers 16, against the ideal K x 0.1 s; a burst of AsyncClient requests to an
+    async handler awaiting 0.5 s, against 0.5 s plus the same burst at zero work."""
+    rounds, seconds, warmup = settings.clients_rounds, settings.clients_seconds, settings.warmup
+    figures: dict = {}
+    target = server("--workers", "0", "--work-time", "0")
+    try:
+        for figure, kinds, args in [
+            ("loop", ("bare", "client", "legacy"), []),
+            ("inflight", ("bare", "client"), ["100"]),
+        ]:
+            runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+            for round_ in range(rounds):
+                for kind in kinds:
+                    result = clients_load(
+                        target, figure, kind, *args, str(seconds), "--warmup", str(warmup)
+                    )
+                    runs[kind].append(result)
+                    progress(
+                        f"clients {figure} round {round_ + 1}/{rounds} {kind}: "
+                        f"{result['rps']:.0f} req/s, {result['cpu_us_per_request']:.1f} us CPU "
+                        f"a request, lost {result['lost']}"
+                    )
+            rows = {kind: medians(results, "rps") for kind, results in runs.items()}
+            for row in rows.values():
+                row["ratio"] = row["rps"] / rows["bare"]["rps"]
+                row["cpu_ratio"] = row["cpu_us_per_request"] / rows["bare"]["cpu_us_per_request"]
+            figures[figure] = rows
+    finally:
+        target.stop()
+
+    work, threads, each = 0.1, 16, settings.clients_requests
+    target = server("--workers", str(threads), "--work-time", str(work))
+    try:
+        results = []
+        for round_ in range(settings.clients_wall_rounds):
+            results.append(clients_load(target, "threads", str(threads), str(each)))
+            progress(
+                f"clients {threads} threads x {each} round {round_ + 1}/"
+                f"{settings.clients_wall_rounds}: {results[-1]['seconds']:.3f} s, "
+                f"lost {results[-1]['lost']}"
+            )
+    finally:
+        target.stop()
+    row = figures["threads"] = medians(results, "seconds")
+    row.update(threads=threads, requests=each, work=work, ideal=each * work)
+    row["ratio"] = row["seconds"] / row["ideal"]
+
+    n, work = settings.burst_clients, 0.5
+    targets = {
+        "zero": server("--handler", "bench.handlers:world_async"),
+        "slow": server("--handler", "examples.slow_async:handle"),
+    }
+    runs = {name: [] for name in targets}
+    try:
+        for round_ in range(settings.clients_wall_rounds):
+            for name, target in targets.items():
+                runs[name].append(clients_load(target, "burst", str(n)))
+                progress(
+                    f"clients burst of {n} round {round_ + 1}/{settings.clients_wall_rounds} "
+                    f"{name}: {runs[name][-1]['seconds']:.3f} s, lost {runs[name][-1]['lost']}"
+                )
+    finally:
+        for target in targets.values():
+            target.stop()
+    burst_rows = {name: medians(results, "seconds") for name, results in runs.items()}
+    ideal = work + burst_rows["zero"]["seconds"]
+    figures["burst"] = {
+        **burst_rows,
+        "clients": n,
+        "work": work,
+        "ideal": ideal,
+        "ratio": burst_rows["slow"]["seconds"] / ideal,
+    }
+    return figures
 
 
 def memory(settings: Settings) -> dict:
@@ -916,6 +1042,11 @@ def verdict(value: float | None, target: str = "", limit: float | None = None) -
 def spread(row: dict) -> str:
     """A median req/s with its lowest and highest round: '41,200 [38,100-45,900]'."""
     return f"{row['rps']:,.0f} [{min(row['rounds']):,.0f}-{max(row['rounds']):,.0f}]"
+
+
+def wall_spread(row: dict) -> str:
+    """A median wall time with its lowest and highest round: '1.012 s [1.004-1.031]'."""
+    return f"{row['seconds']:.3f} s [{min(row['rounds']):.3f}-{max(row['rounds']):.3f}]"
 
 
 def report(settings: Settings, figures: dict) -> str:
@@ -1092,6 +1223,49 @@ def report(settings: Settings, figures: dict) -> str:
             f"{client['import_zmq_ms']:.1f} ms; failed runs: {client['lost']}",
         ]
         targets.append(f"client.py / import zmq: {verdict(client['ratio'], 'client')}")
+    if phase := figures.get("clients"):
+        lines += [
+            "",
+            "Client library (issue 22), a bench/clients.py process per measurement; inline "
+            f"server, zero work; medians of {settings.clients_rounds} interleaved rounds of "
+            f"{settings.clients_seconds:g} s [lowest-highest]; CPU: the client process's own",
+            f"{'what':<42}{'req/s [range]':>24}{'ratio':>7}{'client CPU us/req':>19}"
+            f"{'ratio':>7}{'lost':>6}",
+        ]
+        for figure, kind, label in (
+            ("loop", "bare", "bare DEALER: send, poll, recv, token"),
+            ("loop", "client", "Client.request, 1 thread"),
+            ("loop", "legacy", "client.request() (legacy), 1 thread"),
+            ("inflight", "bare", "bare zmq.asyncio DEALER, 100 in flight"),
+            ("inflight", "client", "AsyncClient, 100 in flight"),
+        ):
+            row = phase[figure][kind]
+            lines.append(
+                f"{label:<42}{spread(row):>24}{row['ratio']:>7.2f}"
+                f"{row['cpu_us_per_request']:>19.1f}{row['cpu_ratio']:>7.2f}{row['lost']:>6}"
+            )
+        threads, burst_row = phase["threads"], phase["burst"]
+        lines += [
+            f"  one Client, {threads['threads']} threads x {threads['requests']} requests one "
+            f"after another, {threads['work']:g} s work on --workers {threads['threads']}: "
+            f"{wall_spread(threads)} (ideal {threads['ideal']:.3f} s); "
+            f"client CPU {threads['cpu_us_per_request']:.0f} us/req; lost {threads['lost']}",
+            f"  {burst_row['clients']} requests at once on one AsyncClient, medians of "
+            f"{settings.clients_wall_rounds} interleaved rounds: zero work "
+            f"{wall_spread(burst_row['zero'])}; async handler awaiting {burst_row['work']:g} s "
+            f"{wall_spread(burst_row['slow'])} (ideal {burst_row['work']:g} + "
+            f"{burst_row['zero']['seconds']:.3f} = {burst_row['ideal']:.3f} s); lost "
+            f"{burst_row['zero']['lost'] + burst_row['slow']['lost']}",
+        ]
+        targets += [
+            "Client.request loop req/s / bare DEALER: "
+            f"{verdict(phase['loop']['client']['ratio'], 'client_rps')}",
+            "AsyncClient 100 in flight req/s / bare zmq.asyncio DEALER: "
+            f"{verdict(phase['inflight']['client']['ratio'], 'async_client_rps')}",
+            "Client shared by 16 threads wall / ideal: "
+            f"{verdict(threads['ratio'], 'client_threads')}",
+            f"AsyncClient burst wall / ideal: {verdict(burst_row['ratio'], 'client_burst')}",
+        ]
     if mem := figures.get("memory"):
         lines += [
             "",
@@ -1172,7 +1346,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         choices=["throughput", "slow_work", "burst", "processes", "majordomo", "failover"]
-        + ["kill", "client", "memory", "against"],
+        + ["kill", "client", "clients", "memory", "against"],
         help="run one phase",
     )
     parser.add_argument(
@@ -1199,6 +1373,7 @@ def main() -> int:
         "failover": failover,
         "kill": kill_loop,
         "client": client_startup,
+        "clients": client_library,
         "memory": memory,
     }
     for name, phase in phases.items():

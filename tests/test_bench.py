@@ -31,6 +31,7 @@ def test_quick_benchmark_runs_every_phase_and_loses_nothing(tmp_path):
         "Kill loop",
         "client.py per",
         "Server RSS",
+        "Client library",
         "Targets",
     ):
         assert heading in result.stdout
@@ -48,3 +49,9 @@ def test_quick_benchmark_runs_every_phase_and_loses_nothing(tmp_path):
     )
     assert figures["failover"]["rows"]["zero work"]["answered"] > 0
     assert figures["client"]["client_ms"] > 0 and figures["memory"]["server_added_kib"] > 0
+    clients = figures["clients"]
+    for kinds in (clients["loop"], clients["inflight"]):
+        assert all(row["rps"] > 0 and row["cpu_us_per_request"] > 0 for row in kinds.values())
+    assert set(clients["loop"]) == {"bare", "client", "legacy"}
+    assert clients["threads"]["seconds"] >= clients["threads"]["ideal"]
+    assert clients["burst"]["slow"]["seconds"] >= clients["burst"]["work"]
