@@ -5,7 +5,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Callable
 from typing import NoReturn
+
+
+def run_program(main: Callable[[], int]) -> NoReturn:
+    """A program's start (a script, python -m, a console script): exit with main()'s
+    code, and with 130, without a traceback, for a Ctrl-C before main() handles signals."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

@@ -15,11 +15,18 @@ from typing import NoReturn
 import zmq
 
 from zmq_hello.calls import DEFAULT_RETRIES, DEFAULT_TIMEOUT, NoReply, ServerError
-from zmq_hello.cli import OneLineErrorParser, count, curve_keys, help_formatter, seconds
+from zmq_hello.cli import (
+    OneLineErrorParser,
+    count,
+    curve_keys,
+    help_formatter,
+    run_program,
+    seconds,
+)
 from zmq_hello.client import Client
 
 DEFAULT_CONNECT = "tcp://localhost:5555"
-EXIT_NO_REPLY, EXIT_USAGE, EXIT_SERVER_ERROR, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_NO_REPLY, EXIT_USAGE, EXIT_SERVER_ERROR = 1, 2, 3
 
 
 def say(line: str) -> None:
@@ -136,11 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The console script: main(), and exit code 130 without a traceback on Ctrl-C."""
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+    """The program: exits with main()'s code (130 for Ctrl-C)."""
+    run_program(main)
 
 
 if __name__ == "__main__":

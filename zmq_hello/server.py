@@ -37,7 +37,7 @@ import zmq
 
 from zmq_hello import handlers, mdp, wire
 from zmq_hello.broker import Broker
-from zmq_hello.cli import OneLineErrorParser, count
+from zmq_hello.cli import OneLineErrorParser, count, run_program
 from zmq_hello.envelope import (
     ERROR_PREFIX,
     MAX_FRAMES,
@@ -511,10 +511,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> NoReturn:
     """The program: exits with main()'s code (130 for Ctrl-C while starting)."""
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # Ctrl-C while starting, before serve() handles signals
-        sys.exit(130)
+    run_program(main)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from typing import NoReturn
 import zmq
 
 from zmq_hello import handlers, mdp, wire
-from zmq_hello.cli import OneLineErrorParser, count, curve_keys
+from zmq_hello.cli import OneLineErrorParser, count, curve_keys, run_program
 from zmq_hello.envelope import ERROR_PREFIX
 from zmq_hello.handlers import Handler
 from zmq_hello.output import program, say
@@ -497,10 +497,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> NoReturn:
     """The program: exits with main()'s code (130 for Ctrl-C while starting)."""
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # Ctrl-C while starting, before serve() handles signals
-        sys.exit(130)
+    run_program(main)
 
 
 if __name__ == "__main__":
