@@ -14,52 +14,30 @@ nobody waits for.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
 
-from zmq_hello.calls import (
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT,
-    Call,
-    Calls,
-    NoReply,
-    ServerError,
-    check_settings,
-    endpoint_list,
-)
-from zmq_hello.client import Curve, connect
+from zmq_hello.calls import BaseClient, Call, NoReply, ServerError
+from zmq_hello.client import connect
 
 __all__ = ["AsyncClient", "NoReply", "ServerError"]
 
 
-class AsyncClient:
+class AsyncClient(BaseClient):
     """A client of one server, or of several for failover, for one asyncio event loop.
 
     The same arguments, behaviour and exceptions as Client; it belongs to the event
     loop that first uses it.
     """
 
-    def __init__(
-        self,
-        endpoints: str | Sequence[str],
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        retries: int = DEFAULT_RETRIES,
-        curve: Curve | None = None,
-        routing_id: bytes | None = None,
-    ) -> None:
-        check_settings(timeout, retries)
-        self.endpoints = endpoint_list(endpoints)
-        self.timeout = timeout
-        self.retries = retries
-        self._calls = Calls(self.endpoints)
+    def _open(self) -> None:
         self._sockets: dict[str, zmq.asyncio.Socket] = {}  # by endpoint
         context = zmq.asyncio.Context.instance()
         try:
             for endpoint in self.endpoints:
-                dealer = connect(context, endpoint, routing_id, curve)
+                dealer = connect(context, endpoint, self.routing_id, self.curve)
                 self._sockets[endpoint] = dealer  # type: ignore[assignment]
         except zmq.ZMQError:
             for dealer in self._sockets.values():
@@ -70,7 +48,6 @@ class AsyncClient:
         # One timer for the earliest deadline of all calls, not one a call: most calls
         # are answered long before it, and a timer each cost more than the rest of a call.
         self._alarm: asyncio.TimerHandle | None = None
-        self._closed = False
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -87,12 +64,7 @@ class AsyncClient:
         on_partial: Callable[[bytes], None] | None = None,
     ) -> bytes:
         """Send body and return the reply's body; as Client.request."""
-        if timeout is None:
-            timeout = self.timeout
-        else:
-            check_settings(timeout, 0)
-        if isinstance(service, str):
-            service = service.encode()
+        service, timeout = self._arguments(service, timeout)
         loop = self._check_open()
         call = self._calls.open(body, service, timeout)
         try:
@@ -103,7 +75,7 @@ class AsyncClient:
                 if await self._wait_try(call, on_partial):
                     return call.result()
                 self._calls.timed_out(call)
-            raise NoReply(self.endpoints, 1 + self.retries, timeout)
+            raise self._no_reply(timeout)
         finally:
             self._calls.close(call)
 
@@ -202,8 +174,7 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         while True:
             if call.partials:
-                partials, call.partials = call.partials, []
-                for part in partials:
+                for part in call.take_partials():
                     if on_partial is not None:
                         on_partial(part)
                 self._set_alarm(call.deadline)

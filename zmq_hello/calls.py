@@ -22,6 +22,7 @@ DEFAULT_RETRIES = 3  # tries after the first
 ERROR_PREFIX = b"ERROR: "
 # MDP/0.2 (ZeroMQ RFC 18): the client's protocol frame, and the commands it sends and gets.
 MDP_CLIENT, MDP_REQUEST, MDP_PARTIAL, MDP_FINAL = b"MDPC02", b"\x01", b"\x02", b"\x03"
+Curve = tuple[bytes, bytes, bytes]  # (public key, secret key, server's public key)
 
 
 class NoReply(TimeoutError):
@@ -78,6 +79,11 @@ class Call:
     @property
     def done(self) -> bool:
         return self.reply is not None
+
+    def take_partials(self) -> list[bytes]:
+        """The partial replies not yet handed to the caller; from now on, they are."""
+        partials, self.partials = self.partials, []
+        return partials
 
     def result(self) -> bytes:
         """The reply body; ServerError if the server answered with an error."""
@@ -140,6 +146,55 @@ class Calls:
             else:
                 return None
         return call
+
+
+class BaseClient:
+    """What Client and AsyncClient share: the settings they are made with, checked, and
+    how a call's own arguments are read. A subclass makes its sockets in _open().
+
+    endpoints: one endpoint or a sequence; each try goes to the first, in order, whose
+    connection is up, and a try that timed out puts its server last. timeout: seconds
+    each try waits; retries: tries after the first. curve: (public key, secret key,
+    server's public key) to encrypt with CURVE. routing_id: this client's routing id;
+    by default the server gives each connection its own.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        curve: Curve | None = None,
+        routing_id: bytes | None = None,
+    ) -> None:
+        check_settings(timeout, retries)
+        self.endpoints = endpoint_list(endpoints)
+        self.timeout = timeout
+        self.retries = retries
+        self.curve = curve
+        self.routing_id = routing_id
+        self._calls = Calls(self.endpoints)
+        self._closed = False
+        self._open()
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _arguments(
+        self, service: str | bytes | None, timeout: float | None
+    ) -> tuple[bytes | None, float]:
+        """A call's service as bytes, and its timeout: its own, or the client's."""
+        if timeout is None:
+            timeout = self.timeout
+        else:
+            check_settings(timeout, 0)
+        if isinstance(service, str):
+            service = service.encode()
+        return service, timeout
+
+    def _no_reply(self, timeout: float) -> NoReply:
+        return NoReply(self.endpoints, 1 + self.retries, timeout)
 
 
 def endpoint_list(endpoints: str | Sequence[str]) -> list[str]:

@@ -28,20 +28,10 @@ from collections.abc import Callable, Sequence
 
 import zmq
 
-from zmq_hello.calls import (
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT,
-    Call,
-    Calls,
-    NoReply,
-    ServerError,
-    check_settings,
-    endpoint_list,
-)
+from zmq_hello.calls import BaseClient, Call, Calls, Curve, NoReply, ServerError, endpoint_list
 
 __all__ = ["Client", "NoReply", "ServerError", "request"]
 
-Curve = tuple[bytes, bytes, bytes]  # (public key, secret key, server's public key)
 HEARTBEAT_IVL_MS = 1000  # a frozen or vanished server's connection is dropped within
 HEARTBEAT_TIMEOUT_MS = 3000  # about 3 s, and made again when it is back
 # As plain ints: pyzmq's constants are enums, and enum arithmetic in the request path
@@ -79,32 +69,12 @@ def connect(
     return dealer
 
 
-class Client:
-    """A client of one server, or of several for failover, shared by threads.
+class Client(BaseClient):
+    """A client of one server, or of several for failover, shared by threads:
+    Client(endpoints, *, timeout=2.5, retries=3, curve=None, routing_id=None), the
+    arguments as BaseClient (zmq_hello.calls) reads them."""
 
-    endpoints: one endpoint or a sequence; each try goes to the first, in order, whose
-    connection is up, and a try that timed out puts its server last. timeout: seconds
-    each try waits; retries: tries after the first. curve: (public key, secret key,
-    server's public key) to encrypt with CURVE. routing_id: this client's routing id;
-    by default the server gives each connection its own.
-    """
-
-    def __init__(
-        self,
-        endpoints: str | Sequence[str],
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        retries: int = DEFAULT_RETRIES,
-        curve: Curve | None = None,
-        routing_id: bytes | None = None,
-    ) -> None:
-        check_settings(timeout, retries)
-        self.endpoints = endpoint_list(endpoints)
-        self.timeout = timeout
-        self.retries = retries
-        self.curve = curve
-        self.routing_id = routing_id
-        self._closed = False
+    def _open(self) -> None:
         self._start()
         self._connect()
         _clients.add(self)
@@ -112,7 +82,7 @@ class Client:
     def _start(self) -> None:
         """Fresh state with no sockets: at start, and in a forked child."""
         self._lock = threading.Lock()
-        self._calls = Calls(self.endpoints)
+        self._calls = Calls(self.endpoints)  # a forked child's calls are its own
         self._sockets: dict[str, zmq.Socket] = {}  # by endpoint
         self._reader: Call | None = None  # the call whose thread waits on the sockets
         self._followers: list[Call] = []  # calls whose threads wait on their own event
@@ -175,12 +145,7 @@ class Client:
     ) -> bytes:
         """request(), and on_try(attempt) as each try is sent, 0 for the first (for
         client.py, which reports them)."""
-        if timeout is None:
-            timeout = self.timeout
-        else:
-            check_settings(timeout, 0)
-        if isinstance(service, str):
-            service = service.encode()
+        service, timeout = self._arguments(service, timeout)
         call: Call | None = None
         try:
             for attempt in range(1 + self.retries):
@@ -197,7 +162,7 @@ class Client:
                     return call.result()
                 with self._lock:
                     self._calls.timed_out(call)
-            raise NoReply(self.endpoints, 1 + self.retries, timeout)
+            raise self._no_reply(timeout)
         finally:
             if call is not None:
                 with self._lock:
@@ -291,7 +256,7 @@ class Client:
         while True:
             if call.partials:
                 with self._lock:
-                    partials, call.partials = call.partials, []
+                    partials = call.take_partials()
                 for part in partials:
                     if on_partial is not None:
                         on_partial(part)
