@@ -171,9 +171,49 @@ def test_a_service_request_goes_to_its_workers_with_partial_replies(start_server
     worker.wait_for("majortomo worker connected")
     parts: list[bytes] = []
     with Client(server.endpoint) as client:
-        reply = client.request(b"stream 3", service="resize", on_partial=parts.append)
+        reply, took = timed(client.request, b"stream 3", service="resize", on_partial=parts.append)
     assert reply == b"majortomo: stream 3"
     assert parts == [b"part 1", b"part 2", b"part 3"]
+    assert took < 1.0, f"took {took:.2f} s: a partial reply waited for a timeout"
+
+
+def test_a_wait_cut_short_by_an_exception_leaves_the_client_whole(echo_server):
+    server = echo_server("--workers", "4")
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum, frame):
+        raise Interrupted
+
+    with Client(server.endpoint) as client:
+        reader = threading.Thread(target=client.request, args=(b"0.6 reads",))
+        reader.start()
+        server.process.wait_for(": 0.6 reads$")
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            with pytest.raises(Interrupted):
+                client.request(b"0.6 interrupted")  # waits as a follower of the reader
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        reader.join(WAIT)
+        assert client._followers == [] and client._reader is None
+        assert not client._calls.pending
+        # The readers' hand-over works as before: concurrent calls answered at once.
+        replies: list[bytes] = []
+        threads = [
+            threading.Thread(target=lambda n=n: replies.append(client.request(b"0.2 %d" % n)))
+            for n in range(4)
+        ]
+        start = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+        assert sorted(replies) == [b"0.2 %d" % n for n in range(4)]
+        assert time.monotonic() - start < 1.0
 
 
 def test_a_client_made_before_fork_works_in_the_child(echo_server):
@@ -346,8 +386,10 @@ def test_async_partial_replies(start_server, spawn):
         async with AsyncClient(server.endpoint) as client:
             return await client.request(b"stream 2", service="resize", on_partial=parts.append)
 
-    assert asyncio.run(main()) == b"majortomo: stream 2"
+    reply, took = timed(asyncio.run, main())
+    assert reply == b"majortomo: stream 2"
     assert parts == [b"part 1", b"part 2"]
+    assert took < 1.0, f"took {took:.2f} s: a partial reply waited for a timeout"
 
 
 def test_a_long_async_run_keeps_its_memory_flat(echo_server):

@@ -152,7 +152,8 @@ class AsyncClient(BaseClient):
                 call.endpoint = endpoint
                 return
         # Queued on every socket, for pyzmq to send when its connection is up; the first
-        # to leave is the try, the others are cancelled unsent.
+        # to leave is the try, the others are cancelled unsent. (Two servers up in the
+        # same turn of the loop may both get it: a request may run twice, as on a retry.)
         sends = {
             asyncio.ensure_future(self._sockets[endpoint].send_multipart(call.frames)): endpoint
             for endpoint in self._calls.order

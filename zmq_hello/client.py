@@ -173,8 +173,8 @@ class Client(BaseClient):
                         self._hand_over()  # woken to read, this thread leaves instead
 
     def close(self) -> None:
-        """Close the sockets and fail the calls in flight (ValueError). No waiting: a
-        request not yet sent is dropped."""
+        """Close the sockets and fail the calls in flight (ValueError), at once: a
+        request not yet sent is dropped, not waited for."""
         with self._lock:
             if self._closed:
                 return
@@ -231,8 +231,8 @@ class Client(BaseClient):
                 if not events & POLLIN:
                     break
                 call = self._calls.route(dealer.recv_multipart(NOBLOCK), now)
-                if call is me and len(self._calls.pending) == 1:
-                    return  # alone: whoever sends next reads whatever else waits
+                if call is me and me.done and len(self._calls.pending) == 1:
+                    return  # alone and answered: whoever sends next reads what else waits
                 if call is None or call is me:
                     continue
                 if call is self._reader:
@@ -244,8 +244,13 @@ class Client(BaseClient):
             for call in blocked:
                 if call.deadline > now:
                     self._send(call)
-            if len(self._blocked) < len(blocked):
-                self._pump(me)  # the sends used the sockets
+            # The sends used the sockets, sent or not: a refused send reads a socket's
+            # commands too (which clears its descriptor), so read EVENTS last, and go
+            # round again while it shows a reply to take or room to send.
+            if len(self._blocked) < len(blocked) or any(
+                get_option(dealer, EVENTS) for dealer in self._sockets.values()
+            ):
+                self._pump(me)
 
     def _wake_reader(self) -> None:
         with contextlib.suppress(BlockingIOError):  # full of wake-ups already
@@ -283,13 +288,16 @@ class Client(BaseClient):
                 call.waiter.clear()
                 self._followers.append(call)
         if not reading:
-            call.waiter.wait(left)
-            with self._lock:
-                self._followers.remove(call)
+            try:
+                call.waiter.wait(min(left, 3600.0))
+            finally:  # also when the wait raised (KeyboardInterrupt, a signal handler)
+                with self._lock:
+                    self._followers.remove(call)
             return
         ready: list[tuple[int, int]] = []
         try:
-            ready = self._poller.poll(left * 1000)
+            # At most an hour a wait: poll() refuses a timeout past about 24 days.
+            ready = self._poller.poll(min(left, 3600.0) * 1000)
         finally:
             with self._lock:
                 self._reader = None
