@@ -414,3 +414,20 @@ def test_a_long_async_run_keeps_its_memory_flat(echo_server):
 
     before, after = asyncio.run(main())
     assert after - before < 4096, f"grew {after - before} KiB over 20,000 requests"
+
+
+def test_every_reply_reaches_a_client_with_thousands_in_flight(echo_server):
+    # All 5,000 replies come back at once, to one connection: the server must hold them
+    # all for it (libzmq counts them as sent only in batches, so twice over).
+    server = echo_server("--workers", "5000", "--quiet", handler=ECHO_ASYNC)
+
+    async def main() -> list[bytes | BaseException]:
+        async with AsyncClient(server.endpoint, timeout=5, retries=0) as client:
+            await client.request(b"warm up")
+            requests = (client.request(b"0.5 %d" % n) for n in range(5000))
+            return await asyncio.gather(*requests, return_exceptions=True)
+
+    replies = asyncio.run(main())
+    lost = [n for n, reply in enumerate(replies) if reply != b"0.5 %d" % n]
+    assert lost == [], f"{len(lost)} of 5000 not answered: {replies[lost[0]]!r}"
+    assert not any("dropped" in line for line in server.process.err)

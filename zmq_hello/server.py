@@ -58,6 +58,7 @@ from zmq_hello.server_options import (
 )
 from zmq_hello.sockets import (
     CLIENTS_ZAP_DOMAIN,
+    MAX_QUEUED_REPLIES,
     WORKERS_ZAP_DOMAIN,
     bind,
     enable_curve,
@@ -463,6 +464,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def reply_queue(args: argparse.Namespace) -> int:
+    """How many replies may wait to go to one client: room for all it may have accepted
+    at once (every slot of the server's, and its share of waiting) twice over, since
+    libzmq counts a queued message as gone only in batches of half this number: with
+    less, a client with that many in flight may lose replies that come back together.
+    At least MAX_QUEUED_REPLIES."""
+    slots = args.workers or args.processes or 0  # remote workers: their own queues
+    return max(MAX_QUEUED_REPLIES, 2 * (slots + LIMITS.per_client))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s server: %(message)s")
@@ -474,7 +485,9 @@ def main(argv: list[str] | None = None) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     with zmq.Context() as context, context.socket(zmq.ROUTER) as frontend:
-        set_router_options(frontend, args.max_message_size, CLIENTS_ZAP_DOMAIN, args.heartbeat)
+        set_router_options(
+            frontend, args.max_message_size, CLIENTS_ZAP_DOMAIN, args.heartbeat, reply_queue(args)
+        )
         with contextlib.ExitStack() as cleanup:
             authenticator = None
             if args.curve_secret:

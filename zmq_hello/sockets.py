@@ -19,16 +19,24 @@ if TYPE_CHECKING:
 # The cap on a frame from a worker (a reply): far above the clients' 1 MiB, since a reply
 # is as large as the handler makes it, and only workers that are let in can send one.
 DEFAULT_MAX_REPLY_SIZE = 64 * 1024 * 1024
-MAX_QUEUED_REPLIES = 1000  # to one client; past that its replies are dropped, and logged
+# Replies queued to one client, at the least, before the next is dropped (and logged):
+# what a client that never reads may cost. The server gives room for more when one
+# client may have more requests accepted at once (server.py's reply_queue()).
+MAX_QUEUED_REPLIES = 1000
 CLOSE_LINGER_MS = 1000  # how long replies still queued at exit may take to leave
 CLIENTS_ZAP_DOMAIN = "global"  # the authenticator's keys are looked up by the socket's domain
 WORKERS_ZAP_DOMAIN = "workers"  # the backend's: worker keys are not client keys
 
 
 def set_router_options(
-    router: zmq.Socket, max_message_size: int, zap_domain: str, heartbeat: float
+    router: zmq.Socket,
+    max_message_size: int,
+    zap_domain: str,
+    heartbeat: float,
+    queued_replies: int = MAX_QUEUED_REPLIES,
 ) -> None:
-    """Options for a server's ROUTER (the frontend, the backend), set before it binds."""
+    """Options for a server's ROUTER (the frontend, the backend), set before it binds;
+    queued_replies: how many messages may wait to go to one peer."""
     # Turn silent drops (peer gone, queue full) into errors that the loop logs.
     router.setsockopt(zmq.ROUTER_MANDATORY, 1)
     # Cap each frame, or a peer announcing a huge frame makes libzmq reserve it.
@@ -49,7 +57,7 @@ def set_router_options(
     # is never read again): it is never set on these sockets.
     router.setsockopt(zmq.RCVHWM, 0)
     # Replies queued to one client before they are dropped: its cost if it never reads.
-    router.setsockopt(zmq.SNDHWM, MAX_QUEUED_REPLIES)
+    router.setsockopt(zmq.SNDHWM, queued_replies)
     # Ping every peer; drop one that stays silent (frozen, or its network gone) for
     # three intervals, or that has not finished its handshake by then. libzmq's I/O
     # thread answers these pings, so a peer busy in Python code is not dropped.
