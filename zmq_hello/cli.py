@@ -10,6 +10,13 @@ from collections.abc import Callable
 from typing import NoReturn
 
 
+def program() -> str:
+    """The program's name as the user invoked it, as argparse shows it, for its messages
+    on stderr: server.py, worker.py (also for python -m zmq_hello.worker),
+    zmq-hello-server, ..."""
+    return os.path.basename(sys.argv[0])
+
+
 def run_program(main: Callable[[], int]) -> NoReturn:
     """A program's start (a script, python -m, a console script): exit with main()'s
     code, and with 130, without a traceback, for a Ctrl-C before main() handles signals."""

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 import zmq
 
 from zmq_hello.calls import BaseClient, Call, Calls, Curve, NoReply, ServerError, endpoint_list
+from zmq_hello.sockets import allow_ipv6
 
 __all__ = ["Client", "NoReply", "ServerError", "request"]
 
@@ -59,8 +60,7 @@ def connect(
         dealer.setsockopt(zmq.ROUTING_ID, routing_id)
     if curve:
         dealer.curve_publickey, dealer.curve_secretkey, dealer.curve_serverkey = curve
-    if endpoint.startswith("tcp://["):  # an IPv6 literal: refused without IPV6
-        dealer.setsockopt(zmq.IPV6, 1)
+    allow_ipv6(dealer, endpoint)
     try:
         dealer.connect(endpoint)
     except zmq.ZMQError:

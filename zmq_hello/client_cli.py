@@ -8,7 +8,6 @@ an error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import NoReturn
 
@@ -20,6 +19,7 @@ from zmq_hello.cli import (
     count,
     curve_keys,
     help_formatter,
+    program,
     run_program,
     seconds,
 )
@@ -31,7 +31,7 @@ EXIT_NO_REPLY, EXIT_USAGE, EXIT_SERVER_ERROR = 1, 2, 3
 
 def say(line: str) -> None:
     """A line on stderr, after the program's name (client.py, zmq-hello-client)."""
-    print(f"{os.path.basename(sys.argv[0])}: {line}", file=sys.stderr, flush=True)
+    print(f"{program()}: {line}", file=sys.stderr, flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,8 +1,7 @@
 """The lines the scripts print on stdout (Listening on, Worker ready, one per request),
 written so that a stdout nobody can write to any more (a closed pipe, a full disk)
 never stops a server or a worker: the first failure is logged on stderr, and stdout is
-then silenced for the rest of the run. And the program's name, that their messages on
-stderr start with."""
+then silenced for the rest of the run."""
 
 from __future__ import annotations
 
@@ -26,12 +25,6 @@ def say(line: str) -> bool:
         silence(exc)
         return False
     return True
-
-
-def program() -> str:
-    """The program's name as the user invoked it, as argparse shows it: server.py,
-    worker.py (also for python -m zmq_hello.worker), zmq-hello-server, ..."""
-    return os.path.basename(sys.argv[0])
 
 
 def silence(exc: Exception) -> None:

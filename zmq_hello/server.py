@@ -37,7 +37,7 @@ import zmq
 
 from zmq_hello import handlers, mdp, wire
 from zmq_hello.broker import Broker
-from zmq_hello.cli import OneLineErrorParser, count, run_program
+from zmq_hello.cli import OneLineErrorParser, count, program, run_program
 from zmq_hello.envelope import (
     ERROR_PREFIX,
     MAX_FRAMES,
@@ -47,7 +47,7 @@ from zmq_hello.envelope import (
     split_request,
 )
 from zmq_hello.incidents import Incidents
-from zmq_hello.output import program, say
+from zmq_hello.output import say
 from zmq_hello.runners import BUSY, TOO_MANY, Inline, Runner, Tasks, Threads, Waker
 from zmq_hello.scheduler import Limits
 from zmq_hello.server_options import (

@@ -5,8 +5,6 @@ use, and which endpoints only this machine reaches."""
 from __future__ import annotations
 
 import errno
-import ipaddress
-import socket
 from typing import TYPE_CHECKING
 
 import zmq
@@ -102,6 +100,8 @@ def is_local(endpoint: str) -> bool:
     if transport != "tcp":
         return transport in ("ipc", "inproc")
     host = address.rpartition(":")[0].strip("[]")
+    import ipaddress  # here: the clients import this module, and never ask this
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -129,6 +129,8 @@ def bind(sock: zmq.Socket, endpoint: str) -> None:
 def ipc_in_use(path: str) -> bool:
     """Whether something listens on the Unix socket at path; a stale file, with nobody
     behind it, or no file at all, is not in use."""
+    import socket  # here, as ipaddress above: only a server binding ipc:// asks this
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         try:
             probe.connect(path)

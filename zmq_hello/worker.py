@@ -35,10 +35,10 @@ from typing import NoReturn
 import zmq
 
 from zmq_hello import handlers, mdp, wire
-from zmq_hello.cli import OneLineErrorParser, count, curve_keys, run_program
+from zmq_hello.cli import OneLineErrorParser, count, curve_keys, program, run_program
 from zmq_hello.envelope import ERROR_PREFIX
 from zmq_hello.handlers import Handler
-from zmq_hello.output import program, say
+from zmq_hello.output import say
 from zmq_hello.sockets import DEFAULT_MAX_REPLY_SIZE, allow_ipv6
 
 DEFAULT_CONNECT = "tcp://localhost:5556"
