@@ -8,7 +8,7 @@ of the baseline and of server.py alternate (A B A B ...) and every figure is a m
 reported beside its ratio to the baseline's median, because a shared machine is noisy.
 Progress goes to stderr, the table to stdout.
 
-    python bench/bench.py               # about 5 minutes
+    python bench/bench.py               # about 15 minutes
     python bench/bench.py --quick       # a few seconds: keeps the benchmark working
     python bench/bench.py --json out.json
     python bench/bench.py --only against --against 75994fd   # side by side with a commit

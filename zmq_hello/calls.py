@@ -17,11 +17,18 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from zmq_hello.mdp import RFC18
+
 DEFAULT_TIMEOUT = 2.5  # seconds each try waits
 DEFAULT_RETRIES = 3  # tries after the first
 ERROR_PREFIX = b"ERROR: "
 # MDP/0.2 (ZeroMQ RFC 18): the client's protocol frame, and the commands it sends and gets.
-MDP_CLIENT, MDP_REQUEST, MDP_PARTIAL, MDP_FINAL = b"MDPC02", b"\x01", b"\x02", b"\x03"
+MDP_CLIENT, MDP_REQUEST, MDP_PARTIAL, MDP_FINAL = (
+    RFC18.header,
+    RFC18.request,
+    RFC18.partial,
+    RFC18.final,
+)
 Curve = tuple[bytes, bytes, bytes]  # (public key, secret key, server's public key)
 
 
@@ -136,12 +143,15 @@ class Calls:
                 return None
             call.reply = frames[2]
         else:
-            if len(frames) != 6 or frames[2] != MDP_CLIENT or frames[4] != call.service:
+            if len(frames) != 6:
                 return None
-            if frames[3] == MDP_FINAL:
-                call.reply = frames[5]
-            elif frames[3] == MDP_PARTIAL:
-                call.partials.append(frames[5])
+            _token, _empty, header, command, service, body = frames
+            if header != MDP_CLIENT or service != call.service:
+                return None
+            if command == MDP_FINAL:
+                call.reply = body
+            elif command == MDP_PARTIAL:
+                call.partials.append(body)
                 call.deadline = now + call.timeout
             else:
                 return None

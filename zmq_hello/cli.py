@@ -44,6 +44,9 @@ def help_formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.HelpFormatter(prog, width=width)
 
 
+MIN_INTERVAL = 0.01  # seconds: the shortest heartbeat interval a flag accepts
+
+
 def seconds(text: str) -> float:
     """An argparse type: a number of seconds above 0."""
     try:

@@ -24,6 +24,7 @@ from zmq_hello.cli import (
     seconds,
 )
 from zmq_hello.client import Client
+from zmq_hello.mdp import MAX_SERVICE_BYTES
 
 DEFAULT_CONNECT = "tcp://localhost:5555"
 EXIT_NO_REPLY, EXIT_USAGE, EXIT_SERVER_ERROR = 1, 2, 3
@@ -91,8 +92,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.service_name = args.service
     if args.service is not None:
         args.service = args.service.encode("utf-8", "surrogateescape")
-        if not 1 <= len(args.service) <= 255:
-            parser.error(f"--service must be 1 to 255 bytes, got {len(args.service)}")
+        if not 1 <= len(args.service) <= MAX_SERVICE_BYTES:
+            parser.error(
+                f"--service must be 1 to {MAX_SERVICE_BYTES} bytes, got {len(args.service)}"
+            )
     args.curve = curve_keys(parser, args.curve_secret, args.curve_server)
     return args
 

@@ -1,28 +1,57 @@
-"""What a request and a reply are, with no sockets: the frames a ROUTER receives split
-into the route (routing id and envelope) and the body, and bytes shown in a log line.
+"""What a request and its ending are, with no sockets: the frames a ROUTER receives split
+into the route (routing id and envelope) and the body; a Reply, or, for an MDP client
+that gets none, Unanswered; and bytes shown in a log line.
 
 The route goes back unchanged in front of the reply, so every client kind is answered:
-a DEALER's envelope is empty, REQ's is [b""], and client.py's is [token, b""].
+a DEALER's envelope is empty, REQ's is [b""], and client.py's is [token, b""]. An MDP
+client's route also carries its reply's MDP frames (mdp.client_request builds it).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
-
-if TYPE_CHECKING:
-    from zmq_hello.mdp import Dialect
+from typing import NamedTuple
 
 MAX_FRAMES = 16  # routing id + envelope + body; real envelopes have 0 to 4 frames
 LOG_BODY_BYTES = 60
 ERROR_PREFIX = b"ERROR: "
-# An MDP client's request has one of these after its envelope (if any) and before its
-# body: a request with one is MDP's (mdp.client_request), never a plain one.
-MDP_CLIENT_HEADERS = frozenset((b"MDPC01", b"MDPC02"))
+# The protocol headers of MDP clients (RFC 7, RFC 18): a request with one after its
+# envelope and before its body is MDP's (mdp.client_request), never a plain one.
+MDPC01, MDPC02 = b"MDPC01", b"MDPC02"
+MDP_CLIENT_HEADERS = frozenset((MDPC01, MDPC02))
 
 # Builds a Request or a Reply from a tuple of all its fields without calling the
 # NamedTuple's generated __new__, a Python function: on the hot path that frame cost
 # more than everything else a reply is (callgrind: 2k instructions of 50k a request).
+# Used only by the builders next to each type, which name every field.
 construct = tuple.__new__
+
+
+class Dialect(NamedTuple):
+    """How one kind of MDP client frames its requests and expects its replies (the three
+    in use are mdp.MDP01, mdp.RFC18 and mdp.MAJORTOMO)."""
+
+    name: str
+    header: bytes
+    request: bytes  # the command code after the header; b"" where there is none (0.1)
+    partial: bytes | None  # None: the dialect has no PARTIAL, only the final reply goes out
+    final: bytes
+    service_in_reply: bool
+
+    def reply_head(self, service: bytes, final: bool = True) -> list[bytes]:
+        """The frames of a reply between the envelope and the body."""
+        head = [self.header]
+        if self.request:
+            head.append(self.final if final else self.partial or b"")
+        if self.service_in_reply:
+            head.append(service)
+        return head
+
+    def partial_route(self, request: Request) -> list[bytes] | None:
+        """Where a PARTIAL reply to request goes (None: nowhere, 0.1 has none)."""
+        if self.partial is None:
+            return None
+        final_head = len(self.reply_head(request.service))
+        return request.route[:-final_head] + self.reply_head(request.service, final=False)
 
 
 class Request(NamedTuple):
@@ -30,7 +59,6 @@ class Request(NamedTuple):
 
     route: list[bytes]  # [routing_id, *envelope]: returned in front of the reply
     body: bytes
-    worker_died: bool = False  # a worker process died holding it once already
     service: bytes = b""  # an MDP client's; b"" for a plain client's: the server's own
     dialect: Dialect | None = None  # an MDP client's framing; None for a plain client
     body_head: tuple[bytes, ...] = ()  # an MDP request's body frames before the last
@@ -41,12 +69,40 @@ class Request(NamedTuple):
         return self.route[0]
 
 
+def plain_request(route: list[bytes], body: bytes) -> Request:
+    """Request(route, body), at the cost of a tuple: a plain client's, the hot path."""
+    return construct(Request, (route, body, b"", None, ()))
+
+
+def mdp_request(
+    route: list[bytes], body: bytes, service: bytes, dialect: Dialect, body_head: tuple[bytes, ...]
+) -> Request:
+    """An MDP client's Request, at the cost of a tuple."""
+    return construct(Request, (route, body, service, dialect, body_head))
+
+
 class Reply(NamedTuple):
     """A reply on its way back to the client whose route it carries."""
 
     route: list[bytes]
     body: bytes
     final: bool = True  # False for a worker's PARTIAL: more replies to the request follow
+
+
+def reply(route: list[bytes], body: bytes, final: bool = True) -> Reply:
+    """Reply(route, body, final), at the cost of a tuple: every answer's hot path."""
+    return construct(Reply, (route, body, final))
+
+
+class Unanswered(NamedTuple):
+    """A request that ends with nothing sent: an MDP client's that the server cannot
+    answer, since MDP has no error reply (the client's own timeout ends its wait)."""
+
+    request: Request
+    why: str
+
+
+Ending = Reply | Unanswered  # what becomes of a request, as a runner hands it back
 
 
 def split_request(frames: list[bytes]) -> Request | None:
@@ -61,19 +117,7 @@ def split_request(frames: list[bytes]) -> Request | None:
     *route, body = frames
     if len(route) > 1 and (route[-1] or not MDP_CLIENT_HEADERS.isdisjoint(route)):
         return None
-    return construct(Request, (route, body, False, b"", None, ()))
-
-
-# A request that ends with nothing sent: an MDP client's, since MDP has no error reply
-# (the client's own timeout ends its wait). The loop counts it as answered no further.
-UNANSWERED: list[bytes] = []
-
-
-def error_reply(request: Request, why: str) -> Reply:
-    """What ends a request the server cannot answer: ERROR: why, for a plain client; for
-    an MDP client, a Reply with no route, which sends nothing."""
-    route = UNANSWERED if request.dialect else request.route
-    return Reply(route, ERROR_PREFIX + why.encode())
+    return construct(Request, (route, body, b"", None, ()))
 
 
 def printable(data: bytes, limit: int = LOG_BODY_BYTES) -> str:

@@ -27,14 +27,19 @@ Handler = Callable[[bytes], bytes | str | Awaitable[bytes | str]]
 
 log = logging.getLogger("handler")
 
-work_time = 0.5  # seconds of simulated work in the built-in handler (--work-time)
+DEFAULT_WORK_TIME = 0.5  # seconds of simulated work in the built-in handler (--work-time)
 
 
-def hello(request: bytes) -> bytes:
-    """The built-in handler, as in the tutorial: some simulated work, then "World"."""
-    if work_time:  # sleep(0) is no free no-op: it waits out the kernel's timer slack
-        time.sleep(work_time)
-    return b"World"
+def built_in(work_time: float = DEFAULT_WORK_TIME) -> Handler:
+    """The built-in handler, as in the tutorial: work_time seconds of simulated work,
+    then "World"."""
+
+    def hello(request: bytes) -> bytes:
+        if work_time:  # sleep(0) is no free no-op: it waits out the kernel's timer slack
+            time.sleep(work_time)
+        return b"World"
+
+    return hello
 
 
 class BadHandlerSpec(ValueError):
@@ -122,20 +127,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--work-time",
         type=float,
         metavar="SECONDS",
-        help=f"simulated work per request in the built-in handler only (default {work_time})",
+        help="simulated work per request in the built-in handler only "
+        f"(default {DEFAULT_WORK_TIME})",
     )
 
 
 def from_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Handler:
     """The handler that --handler and --work-time name; a bad one is a usage error."""
-    global work_time
     if args.work_time is not None:
         if args.handler:
             parser.error("--work-time applies to the built-in handler only, not to --handler")
         if not args.work_time >= 0:
             parser.error("--work-time must be 0 or more")
-        work_time = args.work_time
     try:
-        return load(args.handler) if args.handler else hello
+        if not args.handler:
+            return built_in(DEFAULT_WORK_TIME if args.work_time is None else args.work_time)
+        return load(args.handler)
     except BadHandlerSpec as exc:
         parser.error(f"--handler {args.handler}: {exc}")

@@ -11,6 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zmq_hello.majordomo import Incident
 
 # Lines a second logged one by one for a kind of event (workers registering, say):
 # enough for a fleet starting together to name each of its workers, not for churn.
@@ -59,6 +63,11 @@ class Incidents:
         else:
             seen.repeats += 1
             seen.latest = text
+
+    def record(self, incident: Incident) -> None:
+        """An incident as the broker core decided it."""
+        burst = KIND_BURST if incident.churn else 1
+        self.add(incident.kind, incident.text, incident.level, burst)
 
     def report_repeats(self, final: bool = False) -> None:
         """Log the repeats of each kind first seen a second ago or more (all, if final)."""

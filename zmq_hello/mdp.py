@@ -34,7 +34,22 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from zmq_hello.envelope import MDP_CLIENT_HEADERS, Request, construct
+from zmq_hello.envelope import (
+    MDP_CLIENT_HEADERS,
+    MDPC01,
+    MDPC02,
+    Dialect,
+    Request,
+    construct,
+    mdp_request,
+)
+
+DEFAULT_SERVICE = "hello"  # the service worker.py registers for, and server.py's plain one
+DEFAULT_HEARTBEAT = 2.5  # seconds between MDP heartbeats: the guide's and majortomo's
+LIVENESS = 3  # heartbeat intervals of silence after which a peer counts as gone
+MAX_SERVICE_BYTES = 255  # RFC 7 and 18: a service name is a short string
+MMI_PREFIX = b"mmi."  # RFC 8: the broker's own services
+MMI_SERVICE = b"mmi.service"
 
 W01, W02 = b"MDPW01", b"MDPW02"
 READY, REQUEST, PARTIAL, FINAL, HEARTBEAT, DISCONNECT = (
@@ -146,41 +161,10 @@ def build(framing: Framing, command: str, address: bytes = b"", *body: bytes) ->
 
 # Clients ------------------------------------------------------------------------------
 
-C01, C02 = b"MDPC01", b"MDPC02"  # envelope.MDP_CLIENT_HEADERS: how plain requests are told apart
-MAX_SERVICE_BYTES = 255  # RFC 7 and 18: a service name is a short string
-MMI_PREFIX = b"mmi."  # RFC 8: the broker's own services
 
-
-class Dialect(NamedTuple):
-    """How one kind of MDP client frames its requests and expects its replies."""
-
-    name: str
-    header: bytes
-    request: bytes  # the command code after the header; b"" where there is none (0.1)
-    partial: bytes | None  # None: the dialect has no PARTIAL, only the final reply goes out
-    final: bytes
-    service_in_reply: bool
-
-    def reply_head(self, service: bytes, final: bool = True) -> list[bytes]:
-        """The frames of a reply between the envelope and the body."""
-        head = [self.header]
-        if self.request:
-            head.append(self.final if final else self.partial or b"")
-        if self.service_in_reply:
-            head.append(service)
-        return head
-
-    def partial_route(self, request: Request) -> list[bytes] | None:
-        """Where a PARTIAL reply to request goes (None: nowhere, 0.1 has none)."""
-        if self.partial is None:
-            return None
-        final_head = len(self.reply_head(request.service))
-        return request.route[:-final_head] + self.reply_head(request.service, final=False)
-
-
-MDP01 = Dialect("MDP/0.1", C01, b"", None, b"", True)
-RFC18 = Dialect("MDP/0.2 (RFC 18)", C02, b"\x01", b"\x02", b"\x03", True)
-MAJORTOMO = Dialect("MDP/0.2 (majortomo)", C02, b"\x02", b"\x03", b"\x04", False)
+MDP01 = Dialect("MDP/0.1", MDPC01, b"", None, b"", True)
+RFC18 = Dialect("MDP/0.2 (RFC 18)", MDPC02, b"\x01", b"\x02", b"\x03", True)
+MAJORTOMO = Dialect("MDP/0.2 (majortomo)", MDPC02, b"\x02", b"\x03", b"\x04", False)
 DIALECTS_02 = {RFC18.request: RFC18, MAJORTOMO.request: MAJORTOMO}
 
 
@@ -199,7 +183,7 @@ def client_request(frames: list[bytes]) -> Request | None:
         if start >= len(frames) - 1 or frames[start] not in MDP_CLIENT_HEADERS:
             return None
     header, *rest = frames[start:]
-    if header == C01:
+    if header == MDPC01:
         dialect = MDP01
     else:
         if not rest:
@@ -217,4 +201,4 @@ def client_request(frames: list[bytes]) -> Request | None:
     if not body:
         raise ProtocolError(f"{dialect.name} request without a body")
     route = frames[:start] + dialect.reply_head(service)
-    return construct(Request, (route, body[-1], False, service, dialect, tuple(body[:-1])))
+    return mdp_request(route, body[-1], service, dialect, tuple(body[:-1]))

@@ -2,11 +2,12 @@
 shares (the MDP broker in broker.py is the fourth): worker threads, one asyncio event
 loop for an `async def` handler, or inline in the poll loop (--workers 0).
 
-The poll loop hands each request to submit(), then calls flush() once a batch, and takes
-replies from collect() after every wake-up. Threads and tasks never touch a socket: they
-put replies on a queue and wake the loop through a Waker. Each runner owns its scheduler:
-a thread or a task that finishes takes the next request by the fair rule itself, with no
-round trip through the poll loop, so the workers never wait for the loop to hand out work.
+The poll loop hands each request to submit(), and after each batch of them, and after
+every wake-up, takes the requests that ended from collect(). Threads and tasks never
+touch a socket: they put replies on a queue and wake the loop through a Waker. Each
+runner owns its scheduler: a thread or a task that finishes takes the next request by
+the fair rule itself, with no round trip through the poll loop, so the workers never
+wait for the loop to hand out work.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from zmq_hello import handlers
-from zmq_hello.envelope import ERROR_PREFIX, Reply, Request, construct
+from zmq_hello.envelope import Ending, Reply, Request, reply
 from zmq_hello.handlers import Handler
+from zmq_hello.majordomo import BUSY, TOO_MANY, refuse
 from zmq_hello.scheduler import Limits, Scheduler
 
 if TYPE_CHECKING:
@@ -30,36 +32,31 @@ if TYPE_CHECKING:
     import zmq
 
 
-NO_REPLIES: list[Reply] = []  # shared, never appended to: most calls have none to give
-TOO_MANY = ERROR_PREFIX + b"too many requests from this client"
-BUSY = ERROR_PREFIX + b"server busy: too many requests waiting"
-
-
-def refusal(backlog_full: bool) -> bytes:
-    """Why submit() did not take a request: the whole backlog is full, or its client's share."""
-    return BUSY if backlog_full else TOO_MANY
-
-
+NO_ENDINGS: list[Ending] = []  # shared, never appended to: most calls have none to give
 ABANDON_JOIN_SECONDS = 1.0  # for the event loop to cancel its tasks when abandoning them
 
 
+class Status(NamedTuple):
+    """A runner's state for the summary line."""
+
+    waiting: int  # requests taken and not yet started
+    workers: str  # the workers now: '4 threads, 1 busy'
+
+
 class Runner(Protocol):
-    """What the poll loop needs of a mode: requests in, replies out, a summary, a stop."""
+    """What the poll loop needs of a mode: requests in, endings out, a summary, a stop."""
 
     sockets: list[zmq.Socket]  # more sockets for the loop to poll (the broker's backend)
 
-    def submit(self, request: Request) -> bytes | None:
-        """Take a request; the body of its reply if it is ready at once (inline, the
-        answer; for a client with too many requests waiting already, an error), else
-        None: the reply comes from collect()."""
+    def submit(self, request: Request) -> Ending | None:
+        """Take a request; how it ends, if it ends at once (inline, its reply; refused,
+        its error, or nothing for an MDP client), else None: it ends in collect()."""
         ...
 
-    def flush(self) -> list[Reply]:
-        """Start what submit() took since the last flush; the replies ready at once."""
-        ...
-
-    def collect(self, ready: dict) -> list[Reply]:
-        """After a wake-up (ready: the poll's result): the replies that came back."""
+    def collect(self, ready: dict, stopping: bool = False) -> list[Ending]:
+        """After a wake-up (ready: the poll's result) or a batch of submit(): start what
+        was taken; the requests that ended. stopping: the server is stopping, and a
+        request no worker will ever run ends now."""
         ...
 
     def wait_ms(self, longest: int) -> int:
@@ -67,33 +64,15 @@ class Runner(Protocol):
         ...
 
     def serves(self, service: bytes) -> bool:
-        """Whether a worker is registered for service now (mmi.service answers 200)."""
+        """Whether a worker serves service now (mmi.service answers 200)."""
         ...
 
-    def accepts(self, request: Request) -> bool:
-        """Whether an MDP client's request may ever be served here: False sends nothing
-        (MDP has no error reply); True, and submit() takes it as any other."""
-        ...
+    def status(self) -> Status: ...
 
-    def waiting(self) -> int:
-        """Requests taken and not yet started."""
-        ...
-
-    def describe(self) -> str:
-        """The workers now, for the summary line: '4 threads, 1 busy'."""
-        ...
-
-    def unservable(self) -> list[Reply]:
-        """At shutdown: error replies for waiting requests that no worker will ever run."""
-        ...
-
-    def stop(self) -> None:
-        """Once nothing is in flight: end the workers."""
-        ...
-
-    def abandon(self) -> None:
-        """At the end of the stop's grace, with requests in flight: end what can be ended
-        at once (worker processes are killed); threads still running are left to exit."""
+    def stop(self, abandon: bool = False) -> None:
+        """Once nothing is in flight: end the workers. abandon: the stop's grace is over
+        with requests in flight: end what can be ended at once (worker processes are
+        killed); threads still running are left to exit."""
         ...
 
 
@@ -133,13 +112,17 @@ class OneService:
     (--service) to MDP clients as it serves plain ones."""
 
     service: bytes
+    sockets: list[zmq.Socket] = []
 
     def serves(self, service: bytes) -> bool:
         return service == self.service
 
-    def accepts(self, request: Request) -> bool:
-        # A handler takes one frame; and no worker for another service will ever come.
-        return request.service == self.service and not request.body_head
+    def refusal(self, request: Request) -> Ending | None:
+        """For an MDP client's request this handler cannot take (another service, whose
+        worker will never come here; a body of several frames), how it ends."""
+        if request.service != self.service or request.body_head:
+            return refuse(request, "no worker here serves it")
+        return None
 
 
 class Pool(OneService):
@@ -152,7 +135,7 @@ class Pool(OneService):
     worker means nothing waits, and nothing waits while a worker is free.
     """
 
-    sockets: list[zmq.Socket] = []
+    kind = "workers"  # for the summary line: threads, tasks
 
     def __init__(
         self, handler: Handler, count: int, limits: Limits, waker: Waker, service: bytes
@@ -168,7 +151,9 @@ class Pool(OneService):
         self.free = count  # workers with no request
         self.finished: queue.SimpleQueue[Reply] = queue.SimpleQueue()
 
-    def submit(self, request: Request) -> bytes | None:
+    def submit(self, request: Request) -> Ending | None:
+        if request.dialect is not None and (refused := self.refusal(request)):
+            return refused
         with self.lock:
             if self.free:
                 self.free -= 1
@@ -177,7 +162,7 @@ class Pool(OneService):
             full = self.scheduler.queued >= self.max_backlog
             if not full and self.scheduler.add(request.route[0], request):
                 return None
-        return refusal(full)
+        return refuse(request, BUSY if full else TOO_MANY)
 
     def hand_over(self, request: Request) -> None:
         """Give request to a free worker (called under the lock)."""
@@ -191,31 +176,34 @@ class Pool(OneService):
             self.free += 1
             return None
 
-    def done(self, route: list[bytes], reply: bytes) -> None:
-        self.finished.put(construct(Reply, (route, reply, True)))
+    def done(self, route: list[bytes], body: bytes) -> None:
+        self.finished.put(reply(route, body, True))
         self.waker.wake()
 
-    def collect(self, ready: dict) -> list[Reply]:
-        replies = []
+    def collect(self, ready: dict, stopping: bool = False) -> list[Ending]:
+        self.start_handed()
+        if self.finished.empty():
+            return NO_ENDINGS
+        endings: list[Ending] = []
         while not self.finished.empty():
-            replies.append(self.finished.get())
-        return replies
+            endings.append(self.finished.get())
+        return endings
+
+    def start_handed(self) -> None:
+        """Start what hand_over() gave since the last collect (threads: at once)."""
 
     def wait_ms(self, longest: int) -> int:
         return longest
 
-    def waiting(self) -> int:
-        return self.scheduler.queued
-
-    def unservable(self) -> list[Reply]:
-        return []
-
-    def busy(self) -> int:
-        return self.count - self.free
+    def status(self) -> Status:
+        busy = self.count - self.free
+        return Status(self.scheduler.queued, f"{self.count} {self.kind}, {busy} busy")
 
 
 class Threads(Pool):
     """count worker threads; each takes the next request by the fair rule when it frees."""
+
+    kind = "threads"
 
     def __init__(
         self, handler: Handler, count: int, limits: Limits, waker: Waker, service: bytes
@@ -241,25 +229,21 @@ class Threads(Pool):
                 self.done(request.route, handlers.call(self.handler, request.body))
                 request = self.next_request()
 
-    def flush(self) -> list[Reply]:
-        return NO_REPLIES
-
-    def describe(self) -> str:
-        return f"{self.count} threads, {self.busy()} busy"
-
-    def stop(self) -> None:
-        """Let each thread finish its request, and join them all."""
+    def stop(self, abandon: bool = False) -> None:
+        """Let each thread finish its request, and join them all; abandoning, leave them:
+        a thread inside a handler cannot be stopped, and as a daemon it ends with us."""
+        if abandon:
+            return
         for _ in self.threads:
             self.handed.put(None)
         for thread in self.threads:
             thread.join()
 
-    def abandon(self) -> None:
-        pass  # a thread inside a handler cannot be stopped; as a daemon it ends with us
-
 
 class Tasks(Pool):
     """An `async def` handler: up to count tasks at once on one event loop in one thread."""
+
+    kind = "tasks"
 
     def __init__(
         self, handler: Handler, count: int, limits: Limits, waker: Waker, service: bytes
@@ -276,12 +260,11 @@ class Tasks(Pool):
     def hand_over(self, request: Request) -> None:
         self.handed.append(request)
 
-    def flush(self) -> list[Reply]:
-        if self.handed:  # one hand-over to the loop's thread serves the whole batch
-            self.loop.call_soon_threadsafe(self.start_handed)
-        return NO_REPLIES
-
     def start_handed(self) -> None:
+        if self.handed:  # one hand-over to the loop's thread serves the whole batch
+            self.loop.call_soon_threadsafe(self.start_all)
+
+    def start_all(self) -> None:
         while self.handed:
             self.start(self.handed.popleft())
 
@@ -295,29 +278,25 @@ class Tasks(Pool):
         if (waiting := self.next_request()) is not None:
             self.start(waiting)
 
-    def describe(self) -> str:
-        return f"{self.count} tasks, {self.busy()} busy"
+    def stop(self, abandon: bool = False) -> None:
+        if abandon:
 
-    def stop(self) -> None:
+            def cancel_all() -> None:
+                for task in self.tasks:
+                    task.cancel()
+                self.loop.call_soon(self.loop.stop)  # after the cancellations have run
+
+            self.loop.call_soon_threadsafe(cancel_all)
+            self.thread.join(ABANDON_JOIN_SECONDS)
+            return
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.loop.close()
-
-    def abandon(self) -> None:
-        def cancel_all() -> None:
-            for task in self.tasks:
-                task.cancel()
-            self.loop.call_soon(self.loop.stop)  # after the cancellations have run
-
-        self.loop.call_soon_threadsafe(cancel_all)
-        self.thread.join(ABANDON_JOIN_SECONDS)
 
 
 class Inline(OneService):
     """--workers 0: the handler runs in the poll loop's thread, one request at a time; an
     async one runs to completion on an event loop of that thread's own."""
-
-    sockets: list[zmq.Socket] = []
 
     def __init__(self, handler: Handler, service: bytes) -> None:
         self.service = service
@@ -331,30 +310,20 @@ class Inline(OneService):
             loop = self.loop = asyncio.new_event_loop()
             self.answer = lambda body: loop.run_until_complete(handlers.call_async(handler, body))
 
-    def submit(self, request: Request) -> bytes:
-        return self.answer(request.body)
+    def submit(self, request: Request) -> Ending:
+        if request.dialect is not None and (refused := self.refusal(request)):
+            return refused
+        return reply(request.route, self.answer(request.body), True)
 
-    def flush(self) -> list[Reply]:
-        return NO_REPLIES
-
-    def collect(self, ready: dict) -> list[Reply]:
-        return []
+    def collect(self, ready: dict, stopping: bool = False) -> list[Ending]:
+        return NO_ENDINGS
 
     def wait_ms(self, longest: int) -> int:
         return longest
 
-    def waiting(self) -> int:
-        return 0
+    def status(self) -> Status:
+        return Status(0, "none (inline)")
 
-    def describe(self) -> str:
-        return "none (inline)"
-
-    def unservable(self) -> list[Reply]:
-        return []
-
-    def stop(self) -> None:
+    def stop(self, abandon: bool = False) -> None:
         if self.loop:
             self.loop.close()
-
-    def abandon(self) -> None:
-        self.stop()

@@ -14,7 +14,9 @@ the server becomes a Majordomo (MDP) broker for worker processes (zmq_hello.work
     python server.py --processes 2 --handler examples.cpu:handle   # one process a core
 
 The poll loop is Server.serve() below; where the handler runs (threads, an event loop,
-inline, MDP workers) is a Runner from the zmq_hello package, behind one interface.
+inline, MDP workers) is a Runner (runners.py, broker.py), behind one interface. What
+frames that are not a plain request mean, and every other Majordomo rule, is decided
+by majordomo.py, which does no I/O: this loop and the broker only carry it out.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 import math
 import os
 import resource
+import secrets
 import shutil
 import signal
 import sys
@@ -35,20 +38,23 @@ from typing import NoReturn
 
 import zmq
 
-from zmq_hello import handlers, mdp, wire
+from zmq_hello import handlers, majordomo, wire
 from zmq_hello.broker import Broker
-from zmq_hello.cli import OneLineErrorParser, count, program, run_program
+from zmq_hello.cli import MIN_INTERVAL, OneLineErrorParser, count, program, run_program
 from zmq_hello.envelope import (
     ERROR_PREFIX,
     MAX_FRAMES,
+    Ending,
     Reply,
     Request,
+    Unanswered,
     printable,
     split_request,
 )
 from zmq_hello.incidents import Incidents
+from zmq_hello.majordomo import Handled, Majordomo
 from zmq_hello.output import say
-from zmq_hello.runners import BUSY, TOO_MANY, Inline, Runner, Tasks, Threads, Waker
+from zmq_hello.runners import Inline, Runner, Tasks, Threads, Waker
 from zmq_hello.scheduler import Limits
 from zmq_hello.server_options import (
     add_security_arguments,
@@ -77,16 +83,15 @@ DEFAULT_WORKERS = 16
 DEFAULT_ASYNC_WORKERS = 1000
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_HEARTBEAT = 1.0  # seconds: a frozen or vanished client is dropped within 3 to 4
-MMI_SERVICE = b"mmi.service"
 DEFAULT_GRACEFUL_TIMEOUT = 30.0  # seconds, as systemd's and Kubernetes' own stop grace
 # Signals that stop the server: a terminal closing (SIGHUP) is a stop like any other.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 BACKSTOP_SECONDS = 0.5  # past the deadline, for a loop stuck in an inline handler
+NOTHING_READY: dict = {}  # collect() after a batch of requests: no socket to read
 POLL_INTERVAL_MS = 1000  # a safety net only: workers and signals wake the poll at once
 # Requests that may wait while every worker is busy: one client's for one service, one
 # client's for all services, everyone's. Past them a request is refused at once.
 LIMITS = Limits(per_queue=64, per_client=256, total=10_000)
-READ_BATCH = 32  # requests read per wake-up at most, so replies never wait long behind reads
 
 log = logging.getLogger("server")
 
@@ -139,8 +144,8 @@ class Server:
             if self.waker.fd in ready:
                 self.waker.clear()
             # Replies first: workers they free take waiting requests before more are read.
-            if replies := self.runner.collect(ready):
-                self.deliver_all(replies)
+            if endings := self.runner.collect(ready, not accepting):
+                self.end_all(endings)
             if time.monotonic() >= next_report or self.summary_requested:
                 self.report()
                 next_report = time.monotonic() + 1
@@ -153,10 +158,8 @@ class Server:
                     self.stopped_by,
                     self.in_flight,
                 )
-            if not accepting:
-                self.deliver_all(self.runner.unservable())
-                if self.in_flight and time.monotonic() >= self.deadline:
-                    return self.abandon()
+            if not accepting and self.in_flight and time.monotonic() >= self.deadline:
+                return self.abandon()
             if accepting and self.frontend in ready:
                 self.read_requests()
 
@@ -182,89 +185,59 @@ class Server:
             self.graceful_timeout if self.stopped_by != "SIGQUIT" else 0,
         )
         self.incidents.report_repeats(final=True)
-        self.runner.abandon()
+        self.runner.stop(abandon=True)
         log.info("%s", self.summary())
         return 1
 
     def read_requests(self) -> None:
         """Read what is waiting, up to a batch: one hand-over to the workers serves it all."""
         frontend, submit = self.frontend, self.runner.submit
-        for _ in range(READ_BATCH):
+        for _ in range(wire.READ_BATCH):
             # Past MAX_FRAMES the rest is read but not kept: split_request() refuses it.
             frames, frame_count = wire.receive(frontend, MAX_FRAMES + 1)
-            request = split_request(frames) or self.mdp_request(frames, frame_count)
+            request = split_request(frames) or self.not_plain(frames, frame_count)
             if request:
                 if not self.quiet:
-                    shown = f"{printable(request.route[0])}: {printable(request.body)}"
-                    self.quiet = not say(f"Received request from {shown}")
+                    shown = f"{printable(request.client)}: {printable(request.body)}"
+                    say(f"Received request from {shown}")
                 self.in_flight += 1
-                if (body := submit(request)) is not None:  # inline: the answer, at once
-                    if request.dialect and (body is TOO_MANY or body is BUSY):
-                        self.unanswered(request, body[len(ERROR_PREFIX) :].decode())
+                if (ending := submit(request)) is not None:  # inline: the answer, at once
+                    if ending.__class__ is Reply:
+                        self.deliver(ending[0], ending[1])
                     else:
-                        self.deliver(request.route, body)
+                        self.unanswered(ending)  # type: ignore[arg-type]  # the other Ending
                     self.in_flight -= 1
             if not wire.readable(frontend):
                 break
-        if replies := self.runner.flush():
-            self.deliver_all(replies)
+        if endings := self.runner.collect(NOTHING_READY):
+            self.end_all(endings)
 
-    def mdp_request(self, frames: list[bytes], frame_count: int) -> Request | None:
-        """Not a plain request: an MDP client's for the runner, or None once handled here
-        (mmi. answered, or refused: MDP gets nothing, a malformed plain one an error)."""
-        try:
-            request = mdp.client_request(frames)
-            if request and frame_count > MAX_FRAMES:
-                raise mdp.ProtocolError(f"over {MAX_FRAMES} frames")
-        except mdp.ProtocolError as exc:
-            self.incidents.add(
-                "malformed MDP requests",
-                f"a malformed MDP request from {printable(frames[0])}: {exc}",
-            )
+    def not_plain(self, frames: list[bytes], frame_count: int) -> Request | None:
+        """An MDP client's request, or None once the front door has dealt with the frames
+        (mmi. answered, a malformed plain request answered with an error, logged)."""
+        outcome = majordomo.client_request(frames, frame_count, self.runner.serves, MAX_FRAMES)
+        if isinstance(outcome, Handled):
+            if outcome.incident:
+                self.incidents.record(outcome.incident)
+            if outcome.reply:
+                self.deliver(outcome.reply.route, outcome.reply.body)
             return None
-        if request is None:
-            self.refuse(frames[0], frame_count)
-        elif request.service.startswith(mdp.MMI_PREFIX):
-            self.deliver(request.route, self.management(request))
-        elif not self.runner.accepts(request):
-            self.unanswered(request, "no worker here serves it")
-        else:
-            return request
-        return None
+        return outcome
 
-    def management(self, request: Request) -> bytes:
-        """RFC 8: mmi.service answers whether a worker serves the service named in the body."""
-        if request.service != MMI_SERVICE:
-            return b"501"
-        return b"200" if self.runner.serves(request.body) else b"404"
-
-    def unanswered(self, request: Request, why: str) -> None:
-        """An MDP client's request that gets no reply: MDP has none for errors."""
-        service = printable(request.service)
-        self.incidents.add(
-            "MDP requests unanswered",
-            f"sent no reply to MDP requests for service '{service}': {why}",
-        )
+    def unanswered(self, ending: Unanswered) -> None:
+        """An MDP client's request that ends with no reply: MDP has none for errors."""
+        self.incidents.record(majordomo.unanswered_incident(ending))
         self.counts["unanswered"] += 1
 
-    def refuse(self, routing_id: bytes, frame_count: int) -> None:
-        """A malformed request: logged, and answered to the routing id alone."""
-        shape = (
-            f"{frame_count} frames" if frame_count <= MAX_FRAMES else f"over {MAX_FRAMES} frames"
-        )
-        self.incidents.add(
-            "malformed requests",
-            f"malformed request from {printable(routing_id)} ({shape}): answered with an error",
-        )
-        self.deliver([routing_id], ERROR_PREFIX + b"malformed request")
-
-    def deliver_all(self, replies: list[Reply]) -> None:
-        for route, body, final in replies:
-            if route:
+    def end_all(self, endings: list[Ending]) -> None:
+        for ending in endings:
+            if ending.__class__ is Reply:
+                route, body, final = ending
                 self.deliver(route, body)
-            else:  # an MDP client's request that ends with no reply (an error, for plain)
-                self.counts["unanswered"] += 1
-            self.in_flight -= final
+                self.in_flight -= final
+            else:
+                self.unanswered(ending)  # type: ignore[arg-type]
+                self.in_flight -= 1
 
     def deliver(self, route: list[bytes], body: bytes) -> None:
         """Send without ever blocking the loop; a reply that cannot leave is logged."""
@@ -282,7 +255,7 @@ class Server:
             return
         self.counts["errors" if body.startswith(ERROR_PREFIX) else "answered"] += 1
         if not self.quiet:
-            self.quiet = not say(f"Sent reply to {printable(route[0])}")
+            say(f"Sent reply to {printable(route[0])}")
 
     def report(self) -> None:
         """Once a second: accept failures from the monitor, repeats of incidents, and the
@@ -300,9 +273,9 @@ class Server:
         self.incidents.report_repeats()
 
     def summary(self) -> str:
-        waiting = self.runner.waiting()
+        waiting, workers = self.runner.status()
         return (
-            f"workers: {self.runner.describe()}; requests: {waiting} waiting, "
+            f"workers: {workers}; requests: {waiting} waiting, "
             f"{self.in_flight - waiting} running; since start: {self.counts['answered']} "
             f"answered, {self.counts['errors']} error replies, {self.counts['dropped']} dropped, "
             f"{self.counts['unanswered']} MDP requests unanswered"
@@ -382,15 +355,12 @@ def make_runner(
     if args.backend:
         bind(backend, args.backend)
         say(f"Workers connect to {backend.getsockopt_string(zmq.LAST_ENDPOINT)}")
-    return Broker(
-        backend,
-        service,
-        args.worker_heartbeat,
-        LIMITS,
-        args.no_worker_timeout,
-        incidents,
-        supervisor,
-    )
+    # The address a worker gets for a request starts with this: text, and this run's own.
+    key_prefix = secrets.token_hex(4).encode() + b"."
+    core = Majordomo(service, args.worker_heartbeat, args.no_worker_timeout, LIMITS, key_prefix)
+    if supervisor:
+        supervisor.start()
+    return Broker(backend, core, incidents, supervisor)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -451,8 +421,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     check_security(parser, args)
     check_workers(parser, args)
-    if not args.heartbeat >= 0.01:
-        parser.error("--heartbeat must be at least 0.01 seconds")
+    if not args.heartbeat >= MIN_INTERVAL:
+        parser.error(f"--heartbeat must be at least {MIN_INTERVAL} seconds")
     if not args.graceful_timeout >= 0:
         parser.error("--graceful-timeout must be 0 or more seconds")
     if args.max_message_size < 1024:

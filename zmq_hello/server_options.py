@@ -8,12 +8,10 @@ import argparse
 import os
 
 from zmq_hello import mdp
-from zmq_hello.cli import count
+from zmq_hello.cli import MIN_INTERVAL, count
 from zmq_hello.sockets import DEFAULT_MAX_REPLY_SIZE, is_local
 
-DEFAULT_SERVICE = "hello"
 DEFAULT_NO_WORKER_TIMEOUT = 30.0  # seconds a request waits for its service's first worker
-DEFAULT_WORKER_HEARTBEAT = 2.5  # seconds, MDP's customary interval
 
 
 def add_security_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,10 +53,11 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--service",
-        default=DEFAULT_SERVICE,
+        default=mdp.DEFAULT_SERVICE,
         metavar="NAME",
         help=f"the service plain clients' requests go to, and --processes workers serve; "
-        f"without workers, the name MDP clients reach the handler by (default {DEFAULT_SERVICE})",
+        "without workers, the name MDP clients reach the handler by "
+        f"(default {mdp.DEFAULT_SERVICE})",
     )
     group.add_argument(
         "--no-worker-timeout",
@@ -72,10 +71,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--worker-heartbeat",
         type=float,
-        default=DEFAULT_WORKER_HEARTBEAT,
+        default=mdp.DEFAULT_HEARTBEAT,
         metavar="SECONDS",
         help=f"heartbeat interval with workers; an idle worker silent for 3 is dead "
-        f"(default {DEFAULT_WORKER_HEARTBEAT})",
+        f"(default {mdp.DEFAULT_HEARTBEAT})",
     )
     group.add_argument(
         "--max-reply-size",
@@ -135,8 +134,10 @@ def check_security(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 def check_workers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     service = args.service.encode()
-    if not 1 <= len(service) <= 255 or service.startswith(mdp.MMI_PREFIX):
-        parser.error("--service must be 1 to 255 bytes, outside the mmi. names (RFC 8)")
+    if not 1 <= len(service) <= mdp.MAX_SERVICE_BYTES or service.startswith(mdp.MMI_PREFIX):
+        parser.error(
+            f"--service must be 1 to {mdp.MAX_SERVICE_BYTES} bytes, outside the mmi. names (RFC 8)"
+        )
     if args.processes < 0:
         parser.error("--processes must be 0 or more")
     if args.backend or args.processes:
@@ -145,8 +146,8 @@ def check_workers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
                 "--workers is for threads in this process; with --backend or "
                 "--processes, requests go to worker processes"
             )
-        if not args.worker_heartbeat >= 0.01:
-            parser.error("--worker-heartbeat must be at least 0.01 seconds")
+        if not args.worker_heartbeat >= MIN_INTERVAL:
+            parser.error(f"--worker-heartbeat must be at least {MIN_INTERVAL} seconds")
         if not args.no_worker_timeout >= 0:
             parser.error("--no-worker-timeout must be 0 or more seconds")
         if args.max_reply_size < 1024:

@@ -21,7 +21,7 @@ DEFAULT_MAX_REPLY_SIZE = 64 * 1024 * 1024
 # what a client that never reads may cost. The server gives room for more when one
 # client may have more requests accepted at once (server.py's reply_queue()).
 MAX_QUEUED_REPLIES = 1000
-CLOSE_LINGER_MS = 1000  # how long replies still queued at exit may take to leave
+CLOSE_LINGER_MS = 1000  # how long replies still queued at exit may take to leave, any socket
 CLIENTS_ZAP_DOMAIN = "global"  # the authenticator's keys are looked up by the socket's domain
 WORKERS_ZAP_DOMAIN = "workers"  # the backend's: worker keys are not client keys
 

@@ -4,9 +4,10 @@ growing pause after start-up crashes, and stop them at shutdown.
 Each is a worker process (python -m zmq_hello.worker, of this same zmq_hello package)
 that connects to the broker's private ipc:// endpoint with the routing id host/pid, so
 the broker can tell the supervisor when one registered (a later crash is no start-up
-crash) and when one went silent (it is hung: kill it, so that it is restarted). The
-supervisor owns SIGCHLD: its handler only notes that a child exited; the poll loop wakes
-(the signal writes to its wake-up fd) and the broker calls reap().
+crash) and when one went silent (it is hung: kill it, so that it is restarted); the
+supervisor acts on its own workers only. It owns SIGCHLD: the handler only notes that a
+child exited; the poll loop wakes (the signal writes to its wake-up fd), and tend()
+reaps, restarts and kills, and tells the broker which workers exited.
 
 The private directory (zmq-hello-PID-*, only this user can open it) is removed at exit.
 A server killed with SIGKILL cannot do that: the next server the same user starts with
@@ -17,6 +18,7 @@ Workers whose server is gone exit by themselves (the worker's --parent).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import shutil
@@ -30,8 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zmq_hello.incidents import KIND_BURST, Incidents
+from zmq_hello.majordomo import HUNG, LEAVING, REGISTERED, SERVED, News
 from zmq_hello.sockets import ipc_in_use
 
+REAP_INTERVAL = 1.0  # seconds: children are reaped this often too, in case a SIGCHLD was lost
 RESTART_PAUSE_MAX = 30.0  # seconds: the longest pause before restarting a local worker
 STOP_TIMEOUT = 10.0  # seconds local workers get to exit at shutdown before being killed
 # Seconds a local worker that said DISCONNECT (--max-requests) gets to exit on its own,
@@ -95,12 +99,14 @@ class Supervisor:
         self.count = count
         self.local: list[Local] = []
         self.child_exited = False
+        self.next_due = 0.0  # when tend() has something to do, a SIGCHLD aside
 
     def start(self) -> None:
+        """Take SIGCHLD; the workers start at the first tend(), from the poll loop, so
+        that the server's Listening on line comes before any worker's first line."""
         signal.signal(signal.SIGCHLD, self.on_sigchld)
-        self.local = [Local() for _ in range(self.count)]
-        for local in self.local:
-            self.spawn(local)
+        self.local = [Local(restart_at=0.0) for _ in range(self.count)]
+        self.next_due = 0.0
 
     def on_sigchld(self, _signum: int, _frame: object) -> None:
         self.child_exited = True
@@ -125,37 +131,42 @@ class Supervisor:
                 return local
         return None
 
-    def registered(self, address: bytes) -> bool:
-        """The broker heard READY from address; whether it is one of ours."""
-        if local := self.find(address):
-            local.ready, local.registered_at = True, time.monotonic()
-        return local is not None
-
-    def served(self, address: bytes) -> None:
-        """address answered its first request: if it is ours, it started well."""
-        if local := self.find(address):
+    def hear(self, now: float, news: News) -> None:
+        """What the broker learnt about a worker: acted on if the worker is one of ours.
+        REGISTERED and SERVED tell a start-up crash from a later one; HUNG ends the
+        process, to start anew; LEAVING: it exits by itself, or is killed later."""
+        local = self.find(news.address)
+        if local is None or local.popen is None:
+            return
+        if news.event == REGISTERED:
+            local.ready, local.registered_at = True, now
+        elif news.event == SERVED:
             local.served = True
+        elif news.event == HUNG:
+            if local.popen.poll() is None:
+                local.popen.kill()
+        elif news.event == LEAVING and local.leave_by is None:
+            local.leave_by = now + RETIRE_TIMEOUT
+            self.next_due = min(self.next_due, local.leave_by)
 
-    def hung(self, address: bytes) -> None:
-        """The broker found address silent: if it is ours, end it, to start anew."""
-        if (local := self.find(address)) and local.popen and local.popen.poll() is None:
-            local.popen.kill()
-
-    def retiring(self, address: bytes) -> None:
-        """address said DISCONNECT: if it is ours, it exits by itself, or is killed later."""
-        if (local := self.find(address)) and local.leave_by is None:
-            local.leave_by = time.monotonic() + RETIRE_TIMEOUT
+    def tend(self, now: float) -> list[tuple[bytes, str]]:
+        """Reap the workers that exited, start those whose pause is over, kill those that
+        said they were leaving and have not; the (address, how) of each that exited."""
+        if not (self.child_exited or now >= self.next_due):
+            return []
+        exited = self.reap(now)
+        self.next_due = min(now + REAP_INTERVAL, self.restart(now) or math.inf)
+        return exited
 
     def may_serve(self) -> bool:
         """Whether a local worker may yet register (one that crashed at start is not
         counted on)."""
         return any(local.failures == 0 for local in self.local)
 
-    def reap(self) -> list[tuple[bytes, str]]:
+    def reap(self, now: float) -> list[tuple[bytes, str]]:
         """The local workers that exited, as (address, how), with their restarts planned."""
         self.child_exited = False
         exited = []
-        now = time.monotonic()
         for local in self.local:
             if local.popen is None or (code := local.popen.poll()) is None:
                 continue
@@ -175,10 +186,9 @@ class Supervisor:
             local.popen, local.restart_at = None, now + pause
         return exited
 
-    def restart(self) -> float | None:
+    def restart(self, now: float) -> float | None:
         """Start the local workers whose pause is over, kill those that said they were
         leaving and have not; when the next of these is due, if any."""
-        now = time.monotonic()
         due: list[float] = []
         for local in self.local:
             if local.popen is None and local.restart_at is not None:

@@ -2,7 +2,8 @@
 
 send_multipart combines flag enums for every frame and recv_multipart asks the socket
 for RCVMORE after every frame; with ready-made int flags and Frame.more, a 6-frame MDP
-message costs a third as much. server.py, fleet.py and worker.py all send through here.
+message costs a third as much. The server's frontend and backend, and worker.py, send
+and receive through here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ recv_frame = CompiledSocket.recv
 get_option = CompiledSocket.get
 frame_bytes = CompiledFrame.bytes.__get__
 frame_more = CompiledFrame.more.__get__  # type: ignore[attr-defined]  # a property
+
+# Messages read from one socket per wake-up at most, so that replies never wait long
+# behind reads, nor one socket's traffic behind another's.
+READ_BATCH = 32
 
 SEND_MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
 SEND_LAST = int(zmq.DONTWAIT)

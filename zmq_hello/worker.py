@@ -35,18 +35,21 @@ from typing import NoReturn
 import zmq
 
 from zmq_hello import handlers, mdp, wire
-from zmq_hello.cli import OneLineErrorParser, count, curve_keys, program, run_program
+from zmq_hello.cli import (
+    MIN_INTERVAL,
+    OneLineErrorParser,
+    count,
+    curve_keys,
+    program,
+    run_program,
+)
 from zmq_hello.envelope import ERROR_PREFIX
 from zmq_hello.handlers import Handler
 from zmq_hello.output import say
-from zmq_hello.sockets import DEFAULT_MAX_REPLY_SIZE, allow_ipv6
+from zmq_hello.sockets import CLOSE_LINGER_MS, DEFAULT_MAX_REPLY_SIZE, allow_ipv6
 
 DEFAULT_CONNECT = "tcp://localhost:5556"
-DEFAULT_SERVICE = "hello"
-DEFAULT_HEARTBEAT = 2.5  # seconds, MDP's customary interval
-LIVENESS = 3  # heartbeats missed before the broker counts as gone
 RECONNECT_MAX = 32.0  # seconds: the longest pause between tries to reach the broker
-CLOSE_LINGER_MS = 1000  # how long a last reply may take to leave at exit
 
 log = logging.getLogger("worker")
 
@@ -58,7 +61,7 @@ class Settings:
     endpoints: list[str]
     service: bytes
     handler: Handler
-    heartbeat: float = DEFAULT_HEARTBEAT
+    heartbeat: float = mdp.DEFAULT_HEARTBEAT
     curve: tuple[bytes, bytes, bytes] | None = None
     parent: int | None = None  # exit when this process is gone
     max_requests: int = 0  # leave after answering this many; 0: never
@@ -105,7 +108,7 @@ class Worker:
         # compares and copies these rather than parsing and building each message.
         self.request_head = mdp.head(self.framing, mdp.REQUEST)
         self.final_head = mdp.head(self.framing, mdp.FINAL)
-        self.patience = LIVENESS * settings.heartbeat  # silence that ends a session
+        self.patience = mdp.LIVENESS * settings.heartbeat  # silence that ends a session
         self.wake_at = 0.0  # the next timer, as tend() leaves it
         self.first_pause = min(1.0, settings.heartbeat)
         self.sessions = [
@@ -188,7 +191,7 @@ class Worker:
         allow_ipv6(broker, session.endpoint)
         broker.connect(session.endpoint)
         now = time.monotonic()
-        session.heard_by = now + LIVENESS * self.settings.heartbeat
+        session.heard_by = now + mdp.LIVENESS * self.settings.heartbeat
         session.next_heartbeat = now + self.settings.heartbeat
         session.heard = False
         session.registered_at = now
@@ -318,7 +321,7 @@ class Worker:
                 if now >= session.retry_at:
                     self.register(context, session)
             elif now >= session.heard_by:
-                self.lose(session, f"has been silent for {LIVENESS} heartbeats")
+                self.lose(session, f"has been silent for {mdp.LIVENESS} heartbeats")
             elif now >= session.next_heartbeat:
                 self.send(session.socket, mdp.HEARTBEAT)
                 session.next_heartbeat = now + self.settings.heartbeat
@@ -339,7 +342,8 @@ class Worker:
         if disconnected and now - session.registered_at >= self.settings.heartbeat:
             # A broker that served us and then says DISCONNECT is up (restarted, say, and
             # meeting our heartbeats with no registration): register again at once. One
-            # that refuses us straight after READY gets the growing pause.
+            # that refuses us straight after READY is tried again after the first pause
+            # (it answered, so the pause starts over each time: a steady retry, no storm).
             pause = 0.0
         log.warning(
             "the broker at %s %s: registering again in %.1f s", session.endpoint, why, pause
@@ -420,19 +424,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--service",
-        default=DEFAULT_SERVICE,
+        default=mdp.DEFAULT_SERVICE,
         metavar="NAME",
-        help=f"the service to register for (default {DEFAULT_SERVICE})",
+        help=f"the service to register for (default {mdp.DEFAULT_SERVICE})",
     )
     handlers.add_arguments(parser)
     parser.add_argument(
         "--heartbeat",
         type=float,
-        default=DEFAULT_HEARTBEAT,
+        default=mdp.DEFAULT_HEARTBEAT,
         metavar="SECONDS",
         help=f"heartbeat interval, to each broker that counts the worker idle (while a "
-        f"handler runs for another too); a broker counts as gone after {LIVENESS} silent "
-        f"intervals (default {DEFAULT_HEARTBEAT})",
+        f"handler runs for another too); a broker counts as gone after {mdp.LIVENESS} silent "
+        f"intervals (default {mdp.DEFAULT_HEARTBEAT})",
     )
     parser.add_argument(
         "--max-requests",
@@ -465,10 +469,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.connect = args.connect or [DEFAULT_CONNECT]
     if len(set(args.connect)) < len(args.connect):
         parser.error("--connect names the same broker twice")
-    if not args.heartbeat >= 0.01:
-        parser.error("--heartbeat must be at least 0.01 seconds")
-    if not args.service or len(args.service.encode()) > 255:
-        parser.error("--service must be 1 to 255 bytes")
+    if not args.heartbeat >= MIN_INTERVAL:
+        parser.error(f"--heartbeat must be at least {MIN_INTERVAL} seconds")
+    if not 1 <= len(args.service.encode()) <= mdp.MAX_SERVICE_BYTES:
+        parser.error(f"--service must be 1 to {mdp.MAX_SERVICE_BYTES} bytes")
     args.handler = handlers.from_arguments(parser, args)
     args.curve = curve_keys(parser, args.curve_secret, args.curve_server)
     return args
