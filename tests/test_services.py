@@ -12,7 +12,7 @@ import time
 
 import pytest
 import zmq
-from harness import ECHO, HEARTBEAT, W02, WAIT, dealer, mdp_peer, receive, start_broker
+from harness import ECHO, HEARTBEAT, W01, W02, WAIT, dealer, mdp_peer, receive, start_broker
 from majortomo.client import Client
 
 MAJORTOMO_WORKER = "tests/majortomo_worker.py"
@@ -204,6 +204,26 @@ def test_a_worker_for_an_mmi_service_is_refused(start_server, context):
         peer.send_multipart([b"", W02, b"\x01", b"mmi.service"])
         assert receive(peer) == [b"", W02, b"\x06"]  # DISCONNECT
     server.process.wait_for(r"worker sneaky registered for 'mmi.service': mmi. services", "err")
+
+
+def test_a_worker_reading_the_client_address_as_a_c_string_answers(start_server, context):
+    """The guide's C++ worker (mdwrkapi.cpp) keeps the address frame as a C string and
+    asserts it is not empty: an address with a NUL byte cut it short, and it aborted."""
+    server, backend = start_broker(start_server)
+    with mdp_peer(context, backend, b"cpp") as worker:
+        worker.send_multipart([b"", W01, b"\x01", b"hello"])
+        server.process.wait_for(r"worker cpp ready for 'hello' \(MDP/0\.1\)$", "err")
+        with dealer(context, server.endpoint) as client:
+            client.send_multipart([b"", b"ping"])
+            frames = receive(worker)
+            while frames[2] != b"\x02":  # heartbeats before the REQUEST
+                frames = receive(worker)
+            _, _, _, address, empty, body = frames
+            assert (empty, body) == (b"", b"ping")
+            as_c_string = address.split(b"\0")[0]
+            assert as_c_string == address and address.isascii()
+            worker.send_multipart([b"", W01, b"\x03", as_c_string, b"", b"pong"])
+            assert receive(client) == [b"", b"pong"]
 
 
 def test_a_request_nobody_serves_expires(start_server, run_client, raw_client):

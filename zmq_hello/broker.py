@@ -51,7 +51,9 @@ class Broker:
     def submit(self, request: Request) -> Ending | None:
         return self.core.submit(self.now, request)
 
-    def collect(self, ready: dict, stopping: bool = False) -> list[Ending]:
+    def collect(self, ready: dict | None, stopping: bool = False) -> list[Ending]:
+        if ready is None:  # right after a batch of requests: only start them
+            return self.carry_out(self.now)
         now = self.now = monotonic()
         core = self.core
         if self.backend in ready:

@@ -269,7 +269,13 @@ class Majordomo:
         share of the backlog, or all of it, is taken), else None."""
         name = request.service or self.default
         service = self.services.get(name) or self.open(name)
-        if not service.scheduler.add(request.route[0], request):
+        scheduler = service.scheduler
+        if scheduler.free and not scheduler.queued:  # the common case: an idle worker takes it
+            address = next(iter(scheduler.free))
+            del scheduler.free[address]
+            self.start(address, request)
+            return None
+        if not scheduler.add(request.route[0], request):
             self.close_if_unused(service)
             return refuse(request, BUSY if self.backlog.full else TOO_MANY)
         if service.scheduler.free:
@@ -299,17 +305,23 @@ class Majordomo:
     def worker_message(self, now: float, frames: list[bytes], frame_count: int) -> None:
         """What a worker sent: [address, *frames], frame_count frames in all (only the
         first MAX_FRAMES are given)."""
-        address, frames = frames[0], frames[1:]
+        address = frames[0]
         worker = self.workers.get(address)
-        # The common message, the FINAL of the request held, in one frame; parse() and the
-        # checks below have the rest.
-        if worker is not None and (request := worker.request) is not None:
-            carried = mdp.carried(frames, worker.final_head)
-            if carried is not None and carried[0] == worker.key and len(carried[1]) == 1:
-                worker.expires = now + self.patience
-                self.endings.append(reply(request.route, carried[1][0], True))
-                self.finished(worker)
-                return
+        # The common message, the FINAL of the request held, in one frame:
+        # [address, *final_head, key, b"", body]; parse() and the checks below have the rest.
+        if (
+            worker is not None
+            and (request := worker.request) is not None
+            and frame_count == len(worker.final_head) + 4
+            and frames[-3] == worker.key
+            and frames[-2] == b""
+            and frames[1:-3] == worker.final_head
+        ):
+            worker.expires = now + self.patience
+            self.endings.append(reply(request.route, frames[-1], True))
+            self.finished(worker)
+            return
+        frames = frames[1:]
         if frame_count > MAX_FRAMES:
             self.refuse_message(now, address, f"{frame_count} frames, more than MDP has")
             return

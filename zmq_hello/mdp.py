@@ -41,7 +41,6 @@ from zmq_hello.envelope import (
     Dialect,
     Request,
     construct,
-    mdp_request,
 )
 
 DEFAULT_SERVICE = "hello"  # the service worker.py registers for, and server.py's plain one
@@ -172,6 +171,7 @@ def client_request(frames: list[bytes]) -> Request | None:
     """An MDP client's request from what the frontend received ([routing_id, ...]): a
     Request whose route carries the reply's MDP frames; None if the frames are not MDP
     at all; ProtocolError if they are MDP but malformed."""
+    count = len(frames)
     if frames[1] in MDP_CLIENT_HEADERS:
         start = 1
     else:
@@ -180,25 +180,30 @@ def client_request(frames: list[bytes]) -> Request | None:
         except ValueError:
             return None
         # A header as the last frame is a plain request's body: "MDPC01" is a fine one.
-        if start >= len(frames) - 1 or frames[start] not in MDP_CLIENT_HEADERS:
+        if start >= count - 1 or frames[start] not in MDP_CLIENT_HEADERS:
             return None
-    header, *rest = frames[start:]
-    if header == MDPC01:
+    at = start + 1  # the frame after the header
+    if frames[start] == MDPC01:
         dialect = MDP01
+        route = frames[:at]
     else:
-        if not rest:
+        if at == count:
             raise ProtocolError("MDP/0.2 request without a command")
-        code, *rest = rest
-        found = DIALECTS_02.get(code)
+        found = DIALECTS_02.get(frames[at])
         if found is None:
-            raise ProtocolError(f"unknown MDP/0.2 client command {code[:8]!r}")
+            raise ProtocolError(f"unknown MDP/0.2 client command {frames[at][:8]!r}")
         dialect = found
-    if not rest:
+        route = frames[:start]
+        route += (MDPC02, dialect.final)  # the reply's head: as reply_head() makes it
+        at += 1
+    if at == count:
         raise ProtocolError(f"{dialect.name} request without a service frame")
-    service, *body = rest
+    service = frames[at]
     if not 1 <= len(service) <= MAX_SERVICE_BYTES:
         raise ProtocolError(f"{dialect.name} request for a service of {len(service)} bytes")
-    if not body:
+    if at + 1 == count:
         raise ProtocolError(f"{dialect.name} request without a body")
-    route = frames[:start] + dialect.reply_head(service)
-    return mdp_request(route, body[-1], service, dialect, tuple(body[:-1]))
+    if dialect.service_in_reply:
+        route.append(service)
+    body_head = tuple(frames[at + 1 : -1]) if count > at + 2 else ()
+    return construct(Request, (route, frames[-1], service, dialect, body_head))

@@ -53,10 +53,10 @@ class Runner(Protocol):
         its error, or nothing for an MDP client), else None: it ends in collect()."""
         ...
 
-    def collect(self, ready: dict, stopping: bool = False) -> list[Ending]:
-        """After a wake-up (ready: the poll's result) or a batch of submit(): start what
-        was taken; the requests that ended. stopping: the server is stopping, and a
-        request no worker will ever run ends now."""
+    def collect(self, ready: dict | None, stopping: bool = False) -> list[Ending]:
+        """After a wake-up (ready: the poll's result) or a batch of submit() (ready:
+        None): start what was taken; the requests that ended. stopping: the server is
+        stopping, and a request no worker will ever run ends now."""
         ...
 
     def wait_ms(self, longest: int) -> int:
@@ -180,7 +180,7 @@ class Pool(OneService):
         self.finished.put(reply(route, body, True))
         self.waker.wake()
 
-    def collect(self, ready: dict, stopping: bool = False) -> list[Ending]:
+    def collect(self, ready: dict | None, stopping: bool = False) -> list[Ending]:
         self.start_handed()
         if self.finished.empty():
             return NO_ENDINGS
@@ -315,7 +315,7 @@ class Inline(OneService):
             return refused
         return reply(request.route, self.answer(request.body), True)
 
-    def collect(self, ready: dict, stopping: bool = False) -> list[Ending]:
+    def collect(self, ready: dict | None, stopping: bool = False) -> list[Ending]:
         return NO_ENDINGS
 
     def wait_ms(self, longest: int) -> int:

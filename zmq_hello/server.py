@@ -87,7 +87,6 @@ DEFAULT_GRACEFUL_TIMEOUT = 30.0  # seconds, as systemd's and Kubernetes' own sto
 # Signals that stop the server: a terminal closing (SIGHUP) is a stop like any other.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 BACKSTOP_SECONDS = 0.5  # past the deadline, for a loop stuck in an inline handler
-NOTHING_READY: dict = {}  # collect() after a batch of requests: no socket to read
 POLL_INTERVAL_MS = 1000  # a safety net only: workers and signals wake the poll at once
 # Requests that may wait while every worker is busy: one client's for one service, one
 # client's for all services, everyone's. Past them a request is refused at once.
@@ -209,7 +208,7 @@ class Server:
                     self.in_flight -= 1
             if not wire.readable(frontend):
                 break
-        if endings := self.runner.collect(NOTHING_READY):
+        if endings := self.runner.collect(None):
             self.end_all(endings)
 
     def not_plain(self, frames: list[bytes], frame_count: int) -> Request | None:
