@@ -227,7 +227,7 @@ def test_at_shutdown_what_no_worker_will_run_ends():
 CLIENTS = [b"c1", b"c2", b"c3"]
 SERVICES = [b"hello", b"echo", b"nobody"]
 WORKERS = [b"w1", b"w2", b"w3", b"w4"]
-FRAMINGS = list(mdp.FRAMINGS.values())
+FRAMINGS = [*mdp.FRAMINGS.values(), mdp.COMPACT]
 
 
 class Tracked:

@@ -3,6 +3,9 @@ user's module named like one of ours is the one served, in every mode."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 from harness import EPHEMERAL
 
@@ -36,3 +39,30 @@ def test_a_user_module_named_like_ours_is_served(spawn, run_client, tmp_path, na
     result = run_client("1", "hello", "--connect", endpoint)
     assert result.returncode == 0, f"{result.stderr}\n{server}"
     assert result.stdout.splitlines()[-1] == "Client 1 received reply: mine: hello"
+
+
+def test_the_package_has_no_import_circle():
+    """Each module imports only modules below it, type-checking imports included: a
+    reader (and Python) can take them in one order."""
+    package = Path(__file__).resolve().parent.parent / "zmq_hello"
+    names = {path.stem for path in package.glob("*.py")}
+    imports: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            module = node.module or ""
+            if module == "zmq_hello":
+                found |= {alias.name for alias in node.names}
+            elif module.startswith("zmq_hello."):
+                found.add(module.split(".")[1])
+        imports[path.stem] = found & names - {path.stem}
+
+    def below(name: str, path: tuple[str, ...]) -> None:
+        for imported in imports[name]:
+            assert imported not in path, f"import circle: {' -> '.join(path + (imported,))}"
+            below(imported, path + (imported,))
+
+    for name in names - {"__init__"}:  # __init__ names its exports lazily
+        below(name, (name,))

@@ -344,7 +344,8 @@ def make_runner(
         cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
         private = f"ipc://{directory / SOCKET_NAME}"
         backend.bind(private)
-        worker_args = ["--connect", private, "--service", args.service]
+        # Compact MDP: the server's own workers, on a socket nobody else can reach.
+        worker_args = ["--connect", private, "--service", args.service, "--compact"]
         worker_args += ["--heartbeat", str(args.worker_heartbeat)]
         worker_args += ["--max-reply-size", str(args.max_reply_size)]
         worker_args += ["--handler", args.handler_spec] if args.handler_spec else []
