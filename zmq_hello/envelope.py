@@ -22,7 +22,8 @@ MDP_CLIENT_HEADERS = frozenset((MDPC01, MDPC02))
 # Builds a Request or a Reply from a tuple of all its fields without calling the
 # NamedTuple's generated __new__, a Python function: on the hot path that frame cost
 # more than everything else a reply is (callgrind: 2k instructions of 50k a request).
-# Used only by the builders next to each type, which name every field.
+# Used by the builders below, which name every field, and where a Reply (route, body,
+# final) is made on a hot path.
 construct = tuple.__new__
 
 

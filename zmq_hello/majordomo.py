@@ -51,6 +51,7 @@ from zmq_hello.envelope import (
     Reply,
     Request,
     Unanswered,
+    construct,
     printable,
     reply,
 )
@@ -318,7 +319,7 @@ class Majordomo:
             and frames[1:-3] == worker.final_head
         ):
             worker.expires = now + self.patience
-            self.endings.append(reply(request.route, frames[-1], True))
+            self.endings.append(construct(Reply, (request.route, frames[-1], True)))  # no call
             self.finished(worker)
             return
         frames = frames[1:]

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from zmq_hello import handlers
-from zmq_hello.envelope import Ending, Reply, Request, reply
+from zmq_hello.envelope import Ending, Reply, Request, construct
 from zmq_hello.handlers import Handler
 from zmq_hello.majordomo import BUSY, TOO_MANY, refuse
 from zmq_hello.scheduler import Limits, Scheduler
@@ -48,9 +48,10 @@ class Runner(Protocol):
 
     sockets: list[zmq.Socket]  # more sockets for the loop to poll (the broker's backend)
 
-    def submit(self, request: Request) -> Ending | None:
-        """Take a request; how it ends, if it ends at once (inline, its reply; refused,
-        its error, or nothing for an MDP client), else None: it ends in collect()."""
+    def submit(self, request: Request) -> bytes | Ending | None:
+        """Take a request; None if it ends later, in collect(); else how it ends at once:
+        bytes, the body of its reply (inline), or an Ending (refused: its error, or
+        nothing for an MDP client)."""
         ...
 
     def collect(self, ready: dict | None, stopping: bool = False) -> list[Ending]:
@@ -177,20 +178,17 @@ class Pool(OneService):
             return None
 
     def done(self, route: list[bytes], body: bytes) -> None:
-        self.finished.put(reply(route, body, True))
+        self.finished.put(construct(Reply, (route, body, True)))  # Reply, without a call
         self.waker.wake()
 
     def collect(self, ready: dict | None, stopping: bool = False) -> list[Ending]:
-        self.start_handed()
-        if self.finished.empty():
+        finished = self.finished
+        if finished.empty():
             return NO_ENDINGS
         endings: list[Ending] = []
-        while not self.finished.empty():
-            endings.append(self.finished.get())
+        while not finished.empty():
+            endings.append(finished.get())
         return endings
-
-    def start_handed(self) -> None:
-        """Start what hand_over() gave since the last collect (threads: at once)."""
 
     def wait_ms(self, longest: int) -> int:
         return longest
@@ -260,9 +258,10 @@ class Tasks(Pool):
     def hand_over(self, request: Request) -> None:
         self.handed.append(request)
 
-    def start_handed(self) -> None:
+    def collect(self, ready: dict | None, stopping: bool = False) -> list[Ending]:
         if self.handed:  # one hand-over to the loop's thread serves the whole batch
             self.loop.call_soon_threadsafe(self.start_all)
+        return super().collect(ready, stopping)
 
     def start_all(self) -> None:
         while self.handed:
@@ -310,10 +309,11 @@ class Inline(OneService):
             loop = self.loop = asyncio.new_event_loop()
             self.answer = lambda body: loop.run_until_complete(handlers.call_async(handler, body))
 
-    def submit(self, request: Request) -> Ending:
+    def submit(self, request: Request) -> bytes | Ending:
         if request.dialect is not None and (refused := self.refusal(request)):
             return refused
-        return reply(request.route, self.answer(request.body), True)
+        # The body alone: no Reply to build, inline, where this is the whole request.
+        return self.answer(request.body)
 
     def collect(self, ready: dict | None, stopping: bool = False) -> list[Ending]:
         return NO_ENDINGS

@@ -200,11 +200,13 @@ class Server:
                     shown = f"{printable(request.client)}: {printable(request.body)}"
                     say(f"Received request from {shown}")
                 self.in_flight += 1
-                if (ending := submit(request)) is not None:  # inline: the answer, at once
-                    if ending.__class__ is Reply:
-                        self.deliver(ending[0], ending[1])
+                if (ended := submit(request)) is not None:  # inline, or refused: at once
+                    if isinstance(ended, bytes):  # the body of its reply, from an inline handler
+                        self.deliver(request.route, ended)
+                    elif isinstance(ended, Reply):
+                        self.deliver(ended.route, ended.body)
                     else:
-                        self.unanswered(ending)  # type: ignore[arg-type]  # the other Ending
+                        self.unanswered(ended)
                     self.in_flight -= 1
             if not wire.readable(frontend):
                 break
