@@ -408,14 +408,16 @@ def test_a_curve_backend_accepts_only_known_workers(start_server, spawn, run_cli
     )
 
 
-def test_shutdown_with_no_worker_able_to_serve_answers_the_waiting(start_server, context):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGQUIT])
+def test_shutdown_with_no_worker_able_to_serve_answers_the_waiting(start_server, context, stop):
     """Local workers that crash at start can never run what waits: at shutdown the
-    waiting requests get an error instead of holding the server up forever."""
+    waiting requests get an error instead of holding the server up forever, at once
+    (SIGQUIT's grace of 0 included: nothing is abandoned that could be answered)."""
     server = start_server("--processes", "1", "--handler", "tests.crash_in_worker:handle")
     client = dealer(context, server.endpoint, b"c")
     client.send(b"stranded")
     server.process.wait_for("^Received request from c")
     server.process.wait_for(r"exited \(code \d+\): restarting in", "err")
-    server.process.signal(signal.SIGTERM)
+    server.process.signal(stop)
     assert receive(client) == [b"ERROR: no worker available"]
     assert server.process.finish() == 0

@@ -154,7 +154,7 @@ def test_a_request_whose_worker_dies_runs_once_more_then_fails():
     assert News(b"w1", HUNG) in core.news
     ready(core, 1.0, b"w2", b"hello")
     assert sent(core)[0][0] == b"w2"
-    core.unreachable(2.0, b"w2")
+    core.unreachable(2.0, [b"w2", *mdp.build(W02, mdp.HEARTBEAT)])
     assert core.endings == [Reply([b"c1", b"t", b""], ERROR_PREFIX + b"worker failed", True)]
 
 
@@ -436,7 +436,7 @@ class CoreMachine(RuleBasedStateMachine):
         elif how == "exited":
             self.core.exited(self.now, address, "signal 9")
         elif how == "unreachable":
-            self.core.unreachable(self.now, address)
+            self.core.unreachable(self.now, [address, *mdp.build(framing, mdp.HEARTBEAT)])
         else:  # a reply for a request it does not hold
             frames = [address, *mdp.build(framing, mdp.FINAL, b"k.forged", b"", b"x")]
             self.core.worker_message(self.now, frames, len(frames))

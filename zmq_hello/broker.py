@@ -51,21 +51,23 @@ class Broker:
     def submit(self, request: Request) -> Ending | None:
         return self.core.submit(self.now, request)
 
+    def accepts(self, request: Request) -> bool:
+        return True  # a service nobody serves yet may have a worker soon: it waits
+
     def collect(self, ready: dict | None, stopping: bool = False) -> list[Ending]:
-        if ready is None:  # right after a batch of requests: only start them
-            return self.carry_out(self.now)
-        now = self.now = monotonic()
         core = self.core
-        if self.backend in ready:
-            self.read(now)
-        if self.supervisor is not None:
-            for address, how in self.supervisor.tend(now):
-                core.exited(now, address, how)
-        core.tick(now)
+        if ready is not None:  # a wake-up; None: right after a batch of requests
+            now = self.now = monotonic()
+            if self.backend in ready:
+                self.read(now)
+            if self.supervisor is not None:
+                for address, how in self.supervisor.tend(now):
+                    core.exited(now, address, how)
+            core.tick(now)
         if stopping:
             supervisor = self.supervisor
             core.shut(supervisor is not None and supervisor.may_serve())
-        return self.carry_out(now)
+        return self.carry_out(self.now)
 
     def read(self, now: float) -> None:
         """Hand the core what the workers sent, up to a batch."""
@@ -80,15 +82,19 @@ class Broker:
         """Do what the core decided: requests started, sends, logs, the supervisor told;
         the requests that ended, for the loop to answer."""
         core = self.core
-        core.flush()
-        while core.to_workers:
-            sends, core.to_workers = core.to_workers, []
-            for frames in sends:
-                try:
-                    wire.send(self.backend, frames)
-                except zmq.ZMQError:  # never blocks: a peer gone, or its queue full
-                    core.unreachable(now, frames[0])
-            core.flush()  # a request whose worker was found gone goes to another
+        # Heartbeats go first, so that a worker found gone by one gets no request; a
+        # request whose worker is found gone goes to another at the next flush().
+        while True:
+            if core.to_workers:
+                sends, core.to_workers = core.to_workers, []
+                for frames in sends:
+                    try:
+                        wire.send(self.backend, frames)
+                    except zmq.ZMQError:  # never blocks: a peer gone, or its queue full
+                        core.unreachable(now, frames)
+            core.flush()
+            if not core.to_workers:
+                break
         if core.incidents:
             for incident in core.incidents:
                 self.incidents.record(incident)

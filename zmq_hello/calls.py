@@ -17,11 +17,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from zmq_hello.envelope import ERROR_PREFIX
 from zmq_hello.mdp import RFC18
 
 DEFAULT_TIMEOUT = 2.5  # seconds each try waits
 DEFAULT_RETRIES = 3  # tries after the first
-ERROR_PREFIX = b"ERROR: "
 # MDP/0.2 (ZeroMQ RFC 18): the client's protocol frame, and the commands it sends and gets.
 MDP_CLIENT, MDP_REQUEST, MDP_PARTIAL, MDP_FINAL = (
     RFC18.header,

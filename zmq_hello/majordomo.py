@@ -19,14 +19,15 @@ no worker waits no_worker_timeout for one, then expires.
 Inputs (each given now, from a monotonic clock):
     submit(now, request)               a client's request for a worker
     worker_message(now, frames, n)     what a worker sent: [address, *frames], n frames
-    unreachable(now, address)          a send to a worker failed: it is gone
+    unreachable(now, frames)           a send to a worker failed: it is gone
     exited(now, address, how)          a local worker process exited
     tick(now)                          the time came (next_tick): heartbeats, expiry
     flush()                            after the inputs of one wake-up: start what can
     shut(local_may_come)               at shutdown: end what no worker will ever run
     stop()                             DISCONNECT to every worker
-Outputs (lists the caller takes and carries out, in order, after each input):
-    to_workers   [address, *frames] to send on the backend; a failed send is unreachable()
+Outputs (lists the caller takes and carries out, in order, after the inputs of each
+wake-up; heartbeats are sent before flush() hands out requests):
+    to_workers   [address, *frames] to send on the backend; a failed send: unreachable()
     endings      a Reply for a client, or Unanswered: a request ends with nothing sent
     incidents    Incident: what to log (rate-limited by the caller)
     news         News for the supervisor of local workers: registered, first answer,
@@ -446,9 +447,11 @@ class Majordomo:
 
     # Deaths, departures and re-runs.
 
-    def unreachable(self, now: float, address: bytes) -> None:
-        """A send to address failed: libzmq dropped the peer (its heartbeats stopped)."""
-        if (worker := self.workers.get(address)) is not None:
+    def unreachable(self, now: float, frames: list[bytes]) -> None:
+        """A send of frames from to_workers failed: libzmq dropped the peer (its
+        heartbeats stopped). A DISCONNECT that could not leave changes nothing."""
+        worker = self.workers.get(frames[0])
+        if worker is not None and frames[1:] != mdp.build(worker.framing, mdp.DISCONNECT):
             self.forget(now, worker, "is gone")
 
     def exited(self, now: float, address: bytes, how: str) -> None:

@@ -156,7 +156,8 @@ def head(framing: Framing, command: str) -> list[bytes]:
 def carried(frames: list[bytes], first: list[bytes]) -> tuple[bytes, list[bytes]] | None:
     """(address, body) of [*first, address, b"", *body] with a body, where first is a
     head() of REQUEST, PARTIAL or FINAL; None for anything else, which parse() tells
-    apart. The one check for the message of every request, without parse()'s Message."""
+    apart: a worker's check of each REQUEST, without parse()'s Message (the broker has
+    its own for FINAL, in majordomo.py)."""
     at = len(first)
     if frames[:at] == first and len(frames) > at + 2 and frames[at + 1] == b"":
         return frames[at], frames[at + 2 :]

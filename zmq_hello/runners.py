@@ -68,6 +68,11 @@ class Runner(Protocol):
         """Whether a worker serves service now (mmi.service answers 200)."""
         ...
 
+    def accepts(self, request: Request) -> bool:
+        """Whether an MDP client's request may ever be served here: False, and it ends
+        unanswered at once (MDP has no error reply)."""
+        ...
+
     def status(self) -> Status: ...
 
     def stop(self, abandon: bool = False) -> None:
@@ -118,12 +123,9 @@ class OneService:
     def serves(self, service: bytes) -> bool:
         return service == self.service
 
-    def refusal(self, request: Request) -> Ending | None:
-        """For an MDP client's request this handler cannot take (another service, whose
-        worker will never come here; a body of several frames), how it ends."""
-        if request.service != self.service or request.body_head:
-            return refuse(request, "no worker here serves it")
-        return None
+    def accepts(self, request: Request) -> bool:
+        # A handler takes one frame; and no worker for another service will ever come.
+        return request.service == self.service and not request.body_head
 
 
 class Pool(OneService):
@@ -153,8 +155,6 @@ class Pool(OneService):
         self.finished: queue.SimpleQueue[Reply] = queue.SimpleQueue()
 
     def submit(self, request: Request) -> Ending | None:
-        if request.dialect is not None and (refused := self.refusal(request)):
-            return refused
         with self.lock:
             if self.free:
                 self.free -= 1
@@ -310,8 +310,6 @@ class Inline(OneService):
             self.answer = lambda body: loop.run_until_complete(handlers.call_async(handler, body))
 
     def submit(self, request: Request) -> bytes | Ending:
-        if request.dialect is not None and (refused := self.refusal(request)):
-            return refused
         # The body alone: no Reply to build, inline, where this is the whole request.
         return self.answer(request.body)
 

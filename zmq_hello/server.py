@@ -143,7 +143,7 @@ class Server:
             if self.waker.fd in ready:
                 self.waker.clear()
             # Replies first: workers they free take waiting requests before more are read.
-            if endings := self.runner.collect(ready, not accepting):
+            if endings := self.runner.collect(ready):
                 self.end_all(endings)
             if time.monotonic() >= next_report or self.summary_requested:
                 self.report()
@@ -157,8 +157,12 @@ class Server:
                     self.stopped_by,
                     self.in_flight,
                 )
-            if not accepting and self.in_flight and time.monotonic() >= self.deadline:
-                return self.abandon()
+            if not accepting:
+                # Waiting requests that no worker will ever run end now, before the deadline.
+                if endings := self.runner.collect(None, stopping=True):
+                    self.end_all(endings)
+                if self.in_flight and time.monotonic() >= self.deadline:
+                    return self.abandon()
             if accepting and self.frontend in ready:
                 self.read_requests()
 
@@ -205,7 +209,7 @@ class Server:
                         self.deliver(request.route, ended)
                     elif isinstance(ended, Reply):
                         self.deliver(ended.route, ended.body)
-                    else:
+                    else:  # refused, and MDP has no error reply
                         self.unanswered(ended)
                     self.in_flight -= 1
             if not wire.readable(frontend):
@@ -223,10 +227,14 @@ class Server:
             if outcome.reply:
                 self.deliver(outcome.reply.route, outcome.reply.body)
             return None
+        if not self.runner.accepts(outcome):
+            self.unanswered(Unanswered(outcome, "no worker here serves it"))
+            return None
         return outcome
 
     def unanswered(self, ending: Unanswered) -> None:
-        """An MDP client's request that ends with no reply: MDP has none for errors."""
+        """An MDP client's request refused with no reply (MDP has none for errors): logged,
+        and counted. One that ends later (expired, its worker failed) has its own log."""
         self.incidents.record(majordomo.unanswered_incident(ending))
         self.counts["unanswered"] += 1
 
@@ -236,8 +244,8 @@ class Server:
                 route, body, final = ending
                 self.deliver(route, body)
                 self.in_flight -= final
-            else:
-                self.unanswered(ending)  # type: ignore[arg-type]
+            else:  # an MDP client's: counted; the core logged why
+                self.counts["unanswered"] += 1
                 self.in_flight -= 1
 
     def deliver(self, route: list[bytes], body: bytes) -> None:
