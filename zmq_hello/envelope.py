@@ -22,8 +22,9 @@ MDP_CLIENT_HEADERS = frozenset((MDPC01, MDPC02))
 # Builds a Request or a Reply from a tuple of all its fields without calling the
 # NamedTuple's generated __new__, a Python function: on the hot path that frame cost
 # more than everything else a reply is (callgrind: 2k instructions of 50k a request).
-# Used by the builders below, which name every field, and where a Reply (route, body,
-# final) is made on a hot path.
+# Used where a Request is made on a hot path (split_request() below, for a plain client;
+# mdp.client_request(), for an MDP one), each naming its fields in order beside it, and
+# where a Reply (route, body, final) is.
 construct = tuple.__new__
 
 
@@ -70,18 +71,6 @@ class Request(NamedTuple):
         return self.route[0]
 
 
-def plain_request(route: list[bytes], body: bytes) -> Request:
-    """Request(route, body), at the cost of a tuple: a plain client's, the hot path."""
-    return construct(Request, (route, body, b"", None, ()))
-
-
-def mdp_request(
-    route: list[bytes], body: bytes, service: bytes, dialect: Dialect, body_head: tuple[bytes, ...]
-) -> Request:
-    """An MDP client's Request, at the cost of a tuple."""
-    return construct(Request, (route, body, service, dialect, body_head))
-
-
 class Reply(NamedTuple):
     """A reply on its way back to the client whose route it carries."""
 
@@ -118,7 +107,7 @@ def split_request(frames: list[bytes]) -> Request | None:
     *route, body = frames
     if len(route) > 1 and (route[-1] or not MDP_CLIENT_HEADERS.isdisjoint(route)):
         return None
-    return construct(Request, (route, body, b"", None, ()))
+    return construct(Request, (route, body, b"", None, ()))  # service, dialect, body_head
 
 
 def printable(data: bytes, limit: int = LOG_BODY_BYTES) -> str:

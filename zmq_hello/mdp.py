@@ -222,4 +222,4 @@ def client_request(frames: list[bytes]) -> Request | None:
     if dialect.service_in_reply:
         route.append(service)
     body_head = tuple(frames[at + 1 : -1]) if count > at + 2 else ()
-    return construct(Request, (route, frames[-1], service, dialect, body_head))
+    return construct(Request, (route, frames[-1], service, dialect, body_head))  # route, body, ...
