@@ -3,12 +3,15 @@
 echo and echo_async return the request. A request b"<seconds> <text>" first sleeps (or
 awaits) that long, so tests choose each request's duration; b"boom" raises; b"die"
 kills the process that runs it (a worker process, in the tests that send it).
+remaining tells the handler's time_remaining(); relay calls another server.
 """
 
 import asyncio
 import os
 import signal
 import time
+
+from zmq_hello import Client, NoReply, time_remaining
 
 
 def seconds(request: bytes) -> float:
@@ -59,4 +62,51 @@ def echo_logged(request: bytes) -> bytes:
     print(f"start {request.decode(errors='replace')}", flush=True)
     reply = echo(request)
     print(f"end {request.decode(errors='replace')}", flush=True)
+    return reply
+
+
+def remaining(request: bytes) -> bytes:
+    """The time the caller will still wait, as the handler sees it on starting: b"None"
+    for a request without a deadline; then echo's sleep. Says on stdout that it started."""
+    left = time_remaining()
+    print(f"handling {request.decode(errors='replace')}", flush=True)
+    time.sleep(seconds(request))
+    return b"None" if left is None else b"%.3f" % left
+
+
+async def remaining_async(request: bytes) -> bytes:
+    left = time_remaining()
+    print(f"handling {request.decode(errors='replace')}", flush=True)
+    await asyncio.sleep(seconds(request))
+    return b"None" if left is None else b"%.3f" % left
+
+
+def relay(request: bytes) -> bytes:
+    """b"<endpoint> <body>": asks the server at endpoint with body, through a Client with
+    no timeout of its own, and says on stdout how that ended; replies with its reply."""
+    endpoint, _, body = request.partition(b" ")
+    start = time.monotonic()
+    try:
+        with Client(endpoint.decode()) as client:
+            reply = client.request(body)
+    except NoReply as exc:
+        print(f"relay gave up after {time.monotonic() - start:.3f} s: {exc}", flush=True)
+        raise
+    print(f"relay answered after {time.monotonic() - start:.3f} s", flush=True)
+    return reply
+
+
+async def relay_async(request: bytes) -> bytes:
+    """relay, with an AsyncClient."""
+    from zmq_hello import AsyncClient  # here: the other handlers need no asyncio client
+
+    endpoint, _, body = request.partition(b" ")
+    start = time.monotonic()
+    try:
+        async with AsyncClient(endpoint.decode()) as client:
+            reply = await client.request(body)
+    except NoReply as exc:
+        print(f"relay gave up after {time.monotonic() - start:.3f} s: {exc}", flush=True)
+        raise
+    print(f"relay answered after {time.monotonic() - start:.3f} s", flush=True)
     return reply

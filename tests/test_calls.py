@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from zmq_hello import deadlines
 from zmq_hello.calls import (
     MDP_CLIENT,
     MDP_FINAL,
@@ -130,3 +131,48 @@ def test_settings_and_endpoints_are_checked():
     for timeout, retries in ((0, 1), (-1, 1), (float("nan"), 1), (1, -1), (1, 1.5)):
         with pytest.raises(ValueError):
             check_settings(timeout, retries)
+
+
+# Deadlines: each try carries its own; a call inside a handler is held to the handler's.
+
+
+def test_each_try_carries_its_deadline_and_a_reply_still_finds_its_call():
+    calls = Calls(["a"])
+    call = calls.open(b"x", None, 0.5)
+    assert calls.begin_try(call, 100.0)
+    assert call.deadline == 100.5
+    assert call.frames[0] == deadlines.call_frame(call.token, 0.5)
+    assert call.frames[0] == call.token + b"zhDL" + (500).to_bytes(4, "big")
+    # The server echoes the call frame; an earlier try's, with another deadline, counts too.
+    assert calls.route([call.frames[0], b"", b"late"], 100.1) is call
+    earlier = deadlines.call_frame(call.token, 0.9)
+    assert calls.route([earlier, b"", b"late"], 100.1) is call
+
+
+def test_a_call_in_a_handler_waits_no_longer_than_the_handler():
+    calls = Calls(["a"])
+    now = deadlines.monotonic()
+    deadlines.slot().deadline = now + 0.3  # as a runner sets it around a handler
+    try:
+        call = calls.open(b"x", None, 2.5)
+    finally:
+        deadlines.slot().deadline = deadlines.NONE
+    assert calls.begin_try(call, now)
+    assert call.deadline == pytest.approx(now + 0.3)
+    # The milliseconds are cut down, never up: no callee is told of time its caller lacks.
+    assert int.from_bytes(call.frames[0][-4:], "big") in (299, 300)
+    assert not calls.begin_try(call, now + 0.3)  # no time left for another try
+    assert calls.open(b"y", None, 2.5).limit is None  # outside a handler: its own timeout
+
+
+def test_a_partial_reply_gives_no_more_time_than_the_handler_has():
+    calls = Calls(["a"])
+    deadlines.slot().deadline = 10.4
+    try:
+        call = calls.open(b"x", b"svc", 2.5)
+    finally:
+        deadlines.slot().deadline = deadlines.NONE
+    assert calls.begin_try(call, 10.0)
+    frames = [call.frames[0], b"", MDP_CLIENT, MDP_PARTIAL, b"svc", b"part"]
+    assert calls.route(frames, 10.2) is call
+    assert call.deadline == 10.4

@@ -92,7 +92,8 @@ def test_usr1_logs_a_summary_of_the_fleet(start_server, spawn, run_client):
     server.process.wait_for(
         r"workers: 1 connected, 0 busy; by service: 'hello' 1 connected, 0 busy, 0 waiting; "
         r"0 requests expired with no worker; requests: 0 waiting, 0 running; "
-        r"since start: 1 answered, 0 error replies, 0 dropped, 0 MDP requests unanswered$",
+        r"since start: 1 answered, 0 error replies, 0 dropped, 0 expired past their deadline, "
+        r"0 MDP requests unanswered$",
         "err",
     )
 

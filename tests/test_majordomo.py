@@ -58,8 +58,8 @@ def ready(core: Majordomo, now: float, address: bytes, service: bytes, framing=W
     core.worker_message(now, [address, *mdp.build(framing, mdp.READY, service)], 4)
 
 
-def sent(core: Majordomo) -> list[list[bytes]]:
-    core.flush()
+def sent(core: Majordomo, now: float = 0.0) -> list[list[bytes]]:
+    core.flush(now)
     out, core.to_workers = core.to_workers, []
     return out
 
@@ -264,7 +264,7 @@ class CoreMachine(RuleBasedStateMachine):
 
     def settle(self) -> None:
         core = self.core
-        core.flush()
+        core.flush(self.now)
         for message in core.to_workers:
             address, *frames = message
             parsed = mdp.parse(frames)

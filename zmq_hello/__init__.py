@@ -5,6 +5,10 @@ For callers, the clients:
     from zmq_hello import Client, NoReply, ServerError      # threads
     from zmq_hello import AsyncClient                       # asyncio
 
+For handlers, the time their caller will still wait (None if it sent no deadline):
+
+    from zmq_hello import time_remaining
+
 The programs are `zmq_hello.server`, `zmq_hello.worker` and `zmq_hello.client_cli`
 (installed as zmq-hello-server, zmq-hello-worker and zmq-hello-client). The rest is
 what they share, in one package so that none of its modules can shadow a user's:
@@ -19,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 # The one place the version is written: pyproject.toml reads it from here.
 __version__ = "0.10.0"
 
-__all__ = ["AsyncClient", "Client", "NoReply", "ServerError", "__version__"]
+__all__ = ["AsyncClient", "Client", "NoReply", "ServerError", "__version__", "time_remaining"]
+
+from zmq_hello.deadlines import time_remaining  # light: no socket library, no asyncio
 
 if TYPE_CHECKING:
     from zmq_hello.aio import AsyncClient

@@ -68,8 +68,9 @@ class AsyncClient(BaseClient):
         loop = self._check_open()
         call = self._calls.open(body, service, timeout)
         try:
-            for _attempt in range(1 + self.retries):
-                self._calls.begin_try(call, loop.time())
+            for attempt in range(1 + self.retries):
+                if not self._calls.begin_try(call, loop.time()):
+                    raise self._no_reply(timeout, attempt)  # the handler's time is up
                 self._set_alarm(call.deadline)
                 await self._send(call)
                 if await self._wait_try(call, on_partial):

@@ -92,7 +92,7 @@ class Broker:
                         wire.send(self.backend, frames)
                     except zmq.ZMQError:  # never blocks: a peer gone, or its queue full
                         core.unreachable(now, frames)
-            core.flush()
+            core.flush(now)
             if not core.to_workers:
                 break
         if core.incidents:

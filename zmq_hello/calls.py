@@ -2,12 +2,16 @@
 which reply belongs to which call, when a try has run out and which server the next
 one goes to. Client (threads) and AsyncClient (asyncio) carry out what it decides.
 
-A request travels as [token, b"", body], or, for a service of the MDP broker, as an
-MDP/0.2 request behind the token: [token, b"", b"MDPC02", REQUEST, service, body]. The
-server echoes the token, so a reply is matched to its call by token alone: a reply
-nobody waits for any more (its call gave up, or it belongs to another client that used
-the same routing id) is dropped on arrival. The token stays the same across a call's
-tries, so a late reply to an earlier try counts.
+A request travels as [call frame, b"", body], or, for a service of the MDP broker, as
+an MDP/0.2 request behind it: [call frame, b"", b"MDPC02", REQUEST, service, body]. The
+call frame is the call's token and the try's deadline, the time it will wait
+(zmq_hello.deadlines). The server echoes it, and a reply is matched to its call by the
+token alone: a reply nobody waits for any more (its call gave up, or it belongs to
+another client that used the same routing id) is dropped on arrival. The token stays
+the same across a call's tries, so a late reply to an earlier try counts.
+
+A call made inside a handler waits no longer than the handler's own caller will
+(deadlines.time_remaining()), and its tries carry that shorter deadline on.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from zmq_hello import deadlines
 from zmq_hello.envelope import ERROR_PREFIX
 from zmq_hello.mdp import RFC18
 
@@ -35,14 +40,17 @@ Curve = tuple[bytes, bytes, bytes]  # (public key, secret key, server's public k
 class NoReply(TimeoutError):
     """Every try of a request timed out: no server answered."""
 
-    def __init__(self, endpoints: Sequence[str], tries: int, timeout: float) -> None:
+    def __init__(
+        self, endpoints: Sequence[str], tries: int, timeout: float, cut_short: bool = False
+    ) -> None:
         self.endpoints = list(endpoints)
         self.tries = tries
         self.timeout = timeout
         tried = "try" if tries == 1 else "tries"
-        super().__init__(
-            f"no reply from {', '.join(endpoints)} after {tries} {tried} of {timeout:g} s"
-        )
+        text = f"no reply from {', '.join(endpoints)} after {tries} {tried} of {timeout:g} s"
+        if cut_short:  # a call inside a handler, whose own caller gave up
+            text = f"no reply from {', '.join(endpoints)} before the handler's deadline"
+        super().__init__(text)
 
 
 class ServerError(Exception):
@@ -55,13 +63,15 @@ class ServerError(Exception):
 
 class Call:
     """One request in flight: what it sends, where its current try went, until when that
-    try waits, and what has come back."""
+    try waits, and what has come back. limit: when the handler it is made in gives up,
+    if it is made in one (no try waits past it)."""
 
     __slots__ = (
         "token",
         "frames",
         "service",
         "timeout",
+        "limit",
         "deadline",
         "endpoint",
         "reply",
@@ -69,14 +79,23 @@ class Call:
         "waiter",
     )
 
-    def __init__(self, token: bytes, body: bytes, service: bytes | None, timeout: float) -> None:
+    def __init__(
+        self,
+        token: bytes,
+        body: bytes,
+        service: bytes | None,
+        timeout: float,
+        limit: float | None = None,
+    ) -> None:
         self.token = token
+        # The first frame, the call frame, is set for each try (Calls.begin_try).
         if service is None:
             self.frames = [token, b"", body]
         else:
             self.frames = [token, b"", MDP_CLIENT, MDP_REQUEST, service, body]
         self.service = service
         self.timeout = timeout
+        self.limit = limit
         self.deadline = 0.0  # when the current try gives up (time.monotonic())
         self.endpoint: str | None = None  # where the current try was sent, if it was
         self.reply: bytes | None = None  # the final reply's body, once it came
@@ -112,8 +131,9 @@ class Calls:
         self.counter = itertools.count()
 
     def open(self, body: bytes, service: bytes | None, timeout: float) -> Call:
+        """A new call; made inside a handler, it is limited by the handler's deadline."""
         token = self.prefix + (next(self.counter) & 0xFFFFFFFF).to_bytes(4, "big")
-        call = Call(token, body, service, timeout)
+        call = Call(token, body, service, timeout, deadlines.handler_deadline())
         self.pending[token] = call
         return call
 
@@ -122,9 +142,18 @@ class Calls:
         comes for it later is dropped."""
         self.pending.pop(call.token, None)
 
-    def begin_try(self, call: Call, now: float) -> None:
-        call.deadline = now + call.timeout
+    def begin_try(self, call: Call, now: float) -> bool:
+        """Ready call's next try: its deadline, in the call frame too. False if the
+        handler the call is made in has run out of time: no try is left."""
+        timeout = call.timeout
+        if call.limit is not None:
+            timeout = min(timeout, call.limit - now)
+            if timeout <= 0:
+                return False
+        call.deadline = now + timeout
+        call.frames[0] = deadlines.call_frame(call.token, timeout)
         call.endpoint = None
+        return True
 
     def timed_out(self, call: Call) -> None:
         """Call's try got no reply in time: its server goes last for every call."""
@@ -135,7 +164,7 @@ class Calls:
     def route(self, frames: list[bytes], now: float) -> Call | None:
         """Take a reply: the call it advanced (its final reply, or one more partial one,
         which gives the try another timeout), or None if nobody waits for it."""
-        call = self.pending.get(frames[0])
+        call = self.pending.get(deadlines.token_of(frames[0]))
         if call is None or len(frames) < 3 or frames[1] != b"":
             return None
         if call.service is None:
@@ -153,6 +182,8 @@ class Calls:
             elif command == MDP_PARTIAL:
                 call.partials.append(body)
                 call.deadline = now + call.timeout
+                if call.limit is not None and call.limit < call.deadline:
+                    call.deadline = call.limit
             else:
                 return None
         return call
@@ -203,8 +234,11 @@ class BaseClient:
             service = service.encode()
         return service, timeout
 
-    def _no_reply(self, timeout: float) -> NoReply:
-        return NoReply(self.endpoints, 1 + self.retries, timeout)
+    def _no_reply(self, timeout: float, tries: int | None = None) -> NoReply:
+        """Every try timed out; or, tries given, the handler's deadline cut the call short."""
+        if tries is None:
+            return NoReply(self.endpoints, 1 + self.retries, timeout)
+        return NoReply(self.endpoints, tries, timeout, cut_short=True)
 
 
 def endpoint_list(endpoints: str | Sequence[str]) -> list[str]:

@@ -129,9 +129,10 @@ class Client(BaseClient):
         service: a service of the server's MDP broker (its workers). timeout: this
         call's seconds per try, instead of the client's. on_partial(body) is called, in
         this thread, with each partial reply of a streaming MDP/0.2 worker; each one
-        gives the try another timeout. Raises NoReply when every try timed out,
-        ServerError when the server answered with an error, ValueError once the client
-        is closed.
+        gives the try another timeout. Made inside a handler, the call waits no longer
+        than the handler's own caller will (zmq_hello.time_remaining()). Raises NoReply
+        when every try timed out (or the handler's time ran out), ServerError when the
+        server answered with an error, ValueError once the client is closed.
         """
         return self._request(body, service, timeout, on_partial)
 
@@ -155,7 +156,8 @@ class Client(BaseClient):
                     self._check_open()
                     if call is None:
                         call = self._calls.open(body, service, timeout)
-                    self._calls.begin_try(call, time.monotonic())
+                    if not self._calls.begin_try(call, time.monotonic()):
+                        raise self._no_reply(timeout, attempt)  # the handler's time is up
                     self._send(call)
                     self._pump(call)
                 if self._wait_try(call, on_partial):

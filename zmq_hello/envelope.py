@@ -11,6 +11,15 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from zmq_hello.deadlines import (
+    CALL_FRAME_BYTES,
+    MARK,
+    NONE,
+    PASSED,
+    monotonic,
+    unpack_call_frame,
+)
+
 MAX_FRAMES = 16  # routing id + envelope + body; real envelopes have 0 to 4 frames
 LOG_BODY_BYTES = 60
 ERROR_PREFIX = b"ERROR: "
@@ -64,6 +73,8 @@ class Request(NamedTuple):
     service: bytes = b""  # an MDP client's; b"" for a plain client's: the server's own
     dialect: Dialect | None = None  # an MDP client's framing; None for a plain client
     body_head: tuple[bytes, ...] = ()  # an MDP request's body frames before the last
+    # When its caller gives up (time.monotonic()); deadlines.NONE if it carries none.
+    deadline: float = NONE
 
     @property
     def client(self) -> bytes:
@@ -92,22 +103,39 @@ class Unanswered(NamedTuple):
     why: str
 
 
-Ending = Reply | Unanswered  # what becomes of a request, as a runner hands it back
+class Expired(NamedTuple):
+    """A request whose caller's deadline passed before a handler could start it (or so
+    near that its answer would come too late: deadlines.Pace): not run, and nothing sent,
+    since nobody waits for a reply."""
+
+    request: Request
+    service: bytes  # the service it asked for: the server's own for a plain client's
+
+
+Ending = Reply | Unanswered | Expired  # what becomes of a request, as a runner hands it back
 
 
 def split_request(frames: list[bytes]) -> Request | None:
     """[routing_id, *envelope, body] as a plain client's Request; None if it is not one
-    (malformed, or an MDP client's request: see mdp.client_request).
+        (malformed, or an MDP client's request: see mdp.client_request). A call frame's
+    deadline (zmq_hello.deadlines) starts now.
 
-    A non-empty envelope must end in the empty delimiter, as REQ and client.py send it,
-    and hold no MDP client header: with one, the frames after it are MDP's.
+        A non-empty envelope must end in the empty delimiter, as REQ and client.py send it,
+        and hold no MDP client header: with one, the frames after it are MDP's.
     """
     if not 2 <= len(frames) <= MAX_FRAMES:
         return None
     *route, body = frames
-    if len(route) > 1 and (route[-1] or not MDP_CLIENT_HEADERS.isdisjoint(route)):
-        return None
-    return construct(Request, (route, body, b"", None, ()))  # service, dialect, body_head
+    if len(route) > 1:
+        if route[-1] or not MDP_CLIENT_HEADERS.isdisjoint(route):
+            return None
+        if len(route) == 3 and len(call := route[1]) == CALL_FRAME_BYTES:  # client.py's
+            # deadlines.from_call_frame(), spelled out: a call costs 10 % of what this does.
+            mark, ms = unpack_call_frame(call)
+            if mark == MARK:
+                deadline = monotonic() + ms * 0.001 if ms else PASSED
+                return construct(Request, (route, body, b"", None, (), deadline))
+    return construct(Request, (route, body, b"", None, (), NONE))  # service ... deadline
 
 
 def printable(data: bytes, limit: int = LOG_BODY_BYTES) -> str:

@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
+from zmq_hello.deadlines import time_remaining
 from zmq_hello.envelope import ERROR_PREFIX
 
 Handler = Callable[[bytes], bytes | str | Awaitable[bytes | str]]
@@ -94,7 +95,12 @@ def to_reply(result: object) -> bytes:
 
 
 def failure(exc: Exception) -> bytes:
-    log.exception("handler failed on a request")
+    if time_remaining() == 0.0:
+        # Its caller has given up (a call it made ran out of the caller's time, most
+        # likely): an expected end, and nobody reads the reply. One line, no traceback.
+        log.warning("handler failed after its caller's deadline: %s: %s", type(exc).__name__, exc)
+    else:
+        log.exception("handler failed on a request")
     return ERROR_PREFIX + f"handler failed ({type(exc).__name__})".encode()
 
 

@@ -16,13 +16,19 @@ one is found). A request whose worker dies runs once more, ahead of the queue; i
 worker dies on it again, it ends (ERROR: worker failed). A request for a service with
 no worker waits no_worker_timeout for one, then expires.
 
+A request with a deadline (zmq_hello.deadlines) goes to a worker only while its caller
+still waits: if it waited for one, only while its caller will wait longer than the
+service's handlers take lately (deadlines.Pace). Otherwise it ends Expired, with nothing
+sent; with no worker for its service, it waits no_worker_timeout or until its deadline,
+whichever comes first. The worker gets the time left in the request's address.
+
 Inputs (each given now, from a monotonic clock):
     submit(now, request)               a client's request for a worker
     worker_message(now, frames, n)     what a worker sent: [address, *frames], n frames
     unreachable(now, frames)           a send to a worker failed: it is gone
     exited(now, address, how)          a local worker process exited
     tick(now)                          the time came (next_tick): heartbeats, expiry
-    flush()                            after the inputs of one wake-up: start what can
+    flush(now)                         after the inputs of one wake-up: start what can
     shut(local_may_come)               at shutdown: end what no worker will ever run
     stop()                             DISCONNECT to every worker
 Outputs (lists the caller takes and carries out, in order, after the inputs of each
@@ -39,16 +45,18 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from typing import NamedTuple
 
 from zmq_hello import mdp
+from zmq_hello.deadlines import NONE, Pace, with_deadline
 from zmq_hello.envelope import (
     ERROR_PREFIX,
     Ending,
+    Expired,
     Reply,
     Request,
     Unanswered,
@@ -158,9 +166,12 @@ def unanswered_incident(ending: Unanswered) -> Incident:
 
 
 class Expiry(NamedTuple):
-    """A request waiting for its service's first worker, and when it gives up."""
+    """A request waiting for its service's first worker, and when it gives up:
+    no_worker_timeout after it began to wait, or at its deadline if that is sooner.
+    Ordered by `at`, then `order` (as it came), in a heap."""
 
     at: float
+    order: int
     request: Request
 
 
@@ -171,8 +182,9 @@ class Service:
     name: bytes
     scheduler: Scheduler[bytes, Request]  # free: its idle workers, least recently used first
     workers: int = 0  # registered for it
-    # While no worker is registered: when each waiting request expires, oldest first.
-    expiring: deque[Expiry] = field(default_factory=deque)
+    # While no worker is registered: when each waiting request expires, a heap.
+    expiring: list[Expiry] = field(default_factory=list)
+    pace: Pace = field(default_factory=Pace)  # how long its handlers take lately
 
     def __str__(self) -> str:
         return f"'{named(self.name)}'"
@@ -190,6 +202,7 @@ class Worker:
     final_head: list[bytes]  # and a FINAL's, as it sends them
     key: bytes = b""  # the request it holds, by the address frame it was sent with
     request: Request | None = None
+    started: float = 0.0  # when it was sent the request it holds
     answered: int = 0  # requests it finished
 
 
@@ -224,7 +237,8 @@ class Majordomo:
         # Requests run once more after a worker died holding them, by id() (each is held
         # here until it ends, so no other object takes its id meanwhile).
         self.reruns: dict[int, Request] = {}
-        self.expired = 0
+        self.expired = 0  # with no worker, past no_worker_timeout
+        self.expiries = itertools.count()  # the order of Expiry entries
         self.next_heartbeat = 0.0
         self.next_tick = 0.0  # the next heartbeat or expiry, whichever is sooner
         self.to_workers: list[list[bytes]] = []
@@ -273,9 +287,11 @@ class Majordomo:
         service = self.services.get(name) or self.open(name)
         scheduler = service.scheduler
         if scheduler.free and not scheduler.queued:  # the common case: an idle worker takes it
+            if request.deadline <= now:
+                return self.past_deadline(service, request)
             address = next(iter(scheduler.free))
             del scheduler.free[address]
-            self.start(address, request)
+            self.start(now, address, request)
             return None
         if not scheduler.add(request.route[0], request):
             self.close_if_unused(service)
@@ -286,21 +302,38 @@ class Majordomo:
             self.expire_later(now, service, request)
         return None
 
-    def flush(self) -> None:
-        """Start every waiting request that an idle worker of its service can take."""
+    def flush(self, now: float) -> None:
+        """Start every waiting request that an idle worker of its service can take, and
+        end those whose caller will have given up before a worker could answer."""
         while self.pending:
             pending, self.pending = self.pending, {}
             for service in pending:
                 for address, request in service.scheduler.dispatch():
-                    self.start(address, request)
+                    deadline = request.deadline
+                    if deadline != NONE and not service.pace.worth_starting(deadline, now):
+                        self.endings.append(self.past_deadline(service, request))
+                        service.scheduler.release(address)
+                        self.pending[service] = None  # the worker takes the next one
+                        continue
+                    self.start(now, address, request)
 
-    def start(self, address: bytes, request: Request) -> None:
+    def start(self, now: float, address: bytes, request: Request) -> None:
         worker = self.workers[address]
-        worker.key = b"%s%x" % (self.key_prefix, next(self.keys))
+        key = b"%s%x" % (self.key_prefix, next(self.keys))
+        if request.deadline != NONE:
+            key = with_deadline(key, request.deadline - now)
+            worker.started = now
+        worker.key = key
         worker.request = request
         self.to_workers.append(
-            [address, *worker.request_head, worker.key, b"", *request.body_head, request.body]
+            [address, *worker.request_head, key, b"", *request.body_head, request.body]
         )
+
+    def past_deadline(self, service: Service, request: Request) -> Expired:
+        """A request not started: its caller has given up, or will have before a worker
+        could answer. The server logs it, as for every mode."""
+        self.reruns.pop(id(request), None)
+        return Expired(request, service.name)
 
     # Workers' messages.
 
@@ -321,7 +354,7 @@ class Majordomo:
         ):
             worker.expires = now + self.patience
             self.endings.append(construct(Reply, (request.route, frames[-1], True)))  # no call
-            self.finished(worker)
+            self.finished(now, worker)
             return
         frames = frames[1:]
         if frame_count > MAX_FRAMES:
@@ -370,7 +403,7 @@ class Majordomo:
                 *envelope, body = message.body
                 self.endings.append(reply(route + envelope if envelope else route, body, final))
             if final:
-                self.finished(worker)
+                self.finished(now, worker)
         elif command == mdp.DISCONNECT:
             # A worker that leaves says so between requests (worker.py's --max-requests
             # sends it right after its last reply): one sent a request meanwhile never ran
@@ -386,16 +419,19 @@ class Majordomo:
             )
             self.disconnect(now, worker, f"sent an unexpected {command}")
 
-    def finished(self, worker: Worker) -> None:
+    def finished(self, now: float, worker: Worker) -> None:
         """A worker's FINAL came: it is free, and its service's queue may go on."""
+        service = worker.service
+        request = worker.request
+        if request is not None and request.deadline != NONE:
+            service.pace.timed(now - worker.started)
         if self.reruns:
-            self.reruns.pop(id(worker.request), None)
+            self.reruns.pop(id(request), None)
         worker.request = None
         worker.key = b""
         if not worker.answered:
             self.news.append(News(worker.address, SERVED))
         worker.answered += 1
-        service = worker.service
         service.scheduler.release(worker.address)
         if service.scheduler.queued:
             self.pending[service] = None
@@ -546,31 +582,40 @@ class Majordomo:
         if not (service.workers or service.scheduler.queued or service.name == self.default):
             self.services.pop(service.name, None)
 
+    def expiry(self, now: float, request: Request) -> Expiry:
+        """When a request waiting for a service's first worker gives up: after
+        no_worker_timeout, or at its deadline if that comes first."""
+        at = min(now + self.no_worker_timeout, request.deadline)
+        return Expiry(at, next(self.expiries), request)
+
     def expire_later(self, now: float, service: Service, request: Request) -> None:
-        at = now + self.no_worker_timeout
-        service.expiring.append(Expiry(at, request))
-        if service not in self.orphaned:
-            self.orphaned[service] = None
-            self.next_tick = min(self.next_tick, at)
+        expiry = self.expiry(now, request)
+        heapq.heappush(service.expiring, expiry)
+        self.orphaned[service] = None
+        self.next_tick = min(self.next_tick, expiry.at)
 
     def orphan(self, now: float, service: Service) -> None:
         """Its last worker is gone: what waits for it starts waiting for a new one."""
-        at = now + self.no_worker_timeout
         waiting = service.scheduler.waiting.values()
-        service.expiring = deque(Expiry(at, request) for jobs in waiting for request in jobs)
+        service.expiring = [self.expiry(now, request) for jobs in waiting for request in jobs]
         if service.expiring:
+            heapq.heapify(service.expiring)
             self.orphaned[service] = None
-            self.next_tick = min(self.next_tick, at)
+            self.next_tick = min(self.next_tick, service.expiring[0].at)
         else:
             self.close_if_unused(service)
 
     def expire(self, now: float) -> None:
-        """Requests that waited no_worker_timeout for a worker that never came."""
+        """Requests that waited for a worker that never came: no_worker_timeout, or until
+        their deadline."""
         for service in list(self.orphaned):
             expiring = service.expiring
             while expiring and expiring[0].at <= now:
-                request = expiring.popleft().request
+                request = heapq.heappop(expiring).request
                 service.scheduler.withdraw(request.client, request)
+                if request.deadline <= now:
+                    self.endings.append(self.past_deadline(service, request))
+                    continue
                 self.reruns.pop(id(request), None)
                 self.endings.append(refuse(request, "no worker for this service"))
                 self.expired += 1

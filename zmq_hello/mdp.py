@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from zmq_hello.deadlines import NONE, from_call_frame
 from zmq_hello.envelope import (
     MDP_CLIENT_HEADERS,
     MDPC01,
@@ -222,4 +223,7 @@ def client_request(frames: list[bytes]) -> Request | None:
     if dialect.service_in_reply:
         route.append(service)
     body_head = tuple(frames[at + 1 : -1]) if count > at + 2 else ()
-    return construct(Request, (route, frames[-1], service, dialect, body_head))  # route, body, ...
+    # client.py's call frame ([routing_id, call frame, b"", header, ...]) may carry a deadline.
+    deadline = from_call_frame(frames[1]) if start == 3 else NONE
+    # Fields in order: route, body, service, dialect, body_head, deadline.
+    return construct(Request, (route, frames[-1], service, dialect, body_head, deadline))

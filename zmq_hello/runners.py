@@ -8,6 +8,10 @@ touch a socket: they put replies on a queue and wake the loop through a Waker. E
 runner owns its scheduler: a thread or a task that finishes takes the next request by
 the fair rule itself, with no round trip through the poll loop, so the workers never
 wait for the loop to hand out work.
+
+A request with a deadline (zmq_hello.deadlines) is not started once its caller has given
+up, nor, if it waited for a worker, once too little time is left for a handler to answer
+(deadlines.Pace): it ends Expired. Its handler sees the deadline (time_remaining()).
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from zmq_hello import handlers
-from zmq_hello.envelope import Ending, Reply, Request, construct
+from zmq_hello import deadlines, handlers
+from zmq_hello.deadlines import NONE, PASSED, Pace
+from zmq_hello.envelope import Ending, Expired, Reply, Request, construct
 from zmq_hello.handlers import Handler
 from zmq_hello.majordomo import BUSY, TOO_MANY, refuse
 from zmq_hello.scheduler import Limits, Scheduler
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
     import zmq
 
 
+monotonic = deadlines.monotonic
 NO_ENDINGS: list[Ending] = []  # shared, never appended to: most calls have none to give
 ABANDON_JOIN_SECONDS = 1.0  # for the event loop to cancel its tasks when abandoning them
 
@@ -152,7 +158,8 @@ class Pool(OneService):
         self.max_backlog = limits.total
         self.scheduler: Scheduler[int, Request] = Scheduler((), limits.per_queue)
         self.free = count  # workers with no request
-        self.finished: queue.SimpleQueue[Reply] = queue.SimpleQueue()
+        self.finished: queue.SimpleQueue[Reply | Expired] = queue.SimpleQueue()
+        self.pace = Pace()  # how long the handler takes, timed on requests with a deadline
 
     def submit(self, request: Request) -> Ending | None:
         with self.lock:
@@ -180,6 +187,16 @@ class Pool(OneService):
     def done(self, route: list[bytes], body: bytes) -> None:
         self.finished.put(construct(Reply, (route, body, True)))  # Reply, without a call
         self.waker.wake()
+
+    def starts(self, request: Request, waited: bool, now: float) -> bool:
+        """Whether a request with a deadline is still worth its handler's time (see the
+        module); if not, it ends Expired."""
+        deadline = request.deadline
+        if self.pace.worth_starting(deadline, now) if waited else deadline > now:
+            return True
+        self.finished.put(Expired(request, self.service))
+        self.waker.wake()
+        return False
 
     def collect(self, ready: dict | None, stopping: bool = False) -> list[Ending]:
         finished = self.finished
@@ -223,9 +240,27 @@ class Threads(Pool):
 
     def work(self) -> None:
         while (request := self.handed.get()) is not None:
+            waited = False  # handed over at once; the next ones waited for this thread
             while request is not None:
-                self.done(request.route, handlers.call(self.handler, request.body))
+                if request.deadline == NONE:
+                    self.done(request.route, handlers.call(self.handler, request.body))
+                else:
+                    self.run_with_deadline(request, waited)
                 request = self.next_request()
+                waited = True
+
+    def run_with_deadline(self, request: Request, waited: bool) -> None:
+        started = monotonic()
+        if not self.starts(request, waited, started):
+            return
+        slot = deadlines.slot()  # this thread's
+        slot.deadline = request.deadline
+        try:
+            body = handlers.call(self.handler, request.body)
+        finally:
+            slot.deadline = NONE
+        self.pace.timed(monotonic() - started)
+        self.done(request.route, body)
 
     def stop(self, abandon: bool = False) -> None:
         """Let each thread finish its request, and join them all; abandoning, leave them:
@@ -267,15 +302,32 @@ class Tasks(Pool):
         while self.handed:
             self.start(self.handed.popleft())
 
-    def start(self, request: Request) -> None:
-        task = self.loop.create_task(self.run(request))
+    def start(self, request: Request, waited: bool = False) -> None:
+        task = self.loop.create_task(self.run(request, waited))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def run(self, request: Request) -> None:
-        self.done(request.route, await handlers.call_async(self.handler, request.body))
+    async def run(self, request: Request, waited: bool) -> None:
+        if request.deadline == NONE:
+            self.done(request.route, await handlers.call_async(self.handler, request.body))
+        else:
+            await self.run_with_deadline(request, waited)
         if (waiting := self.next_request()) is not None:
-            self.start(waiting)
+            self.start(waiting, waited=True)
+
+    async def run_with_deadline(self, request: Request, waited: bool) -> None:
+        started = monotonic()
+        if not self.starts(request, waited, started):
+            return
+        # A Slot of its own: a task shares its creator's (run() starts the next task).
+        slot = deadlines.Slot(request.deadline)
+        deadlines.current.set(slot)
+        try:
+            body = await handlers.call_async(self.handler, request.body)
+        finally:
+            slot.deadline = NONE  # the task this one starts next has its context
+        self.pace.timed(monotonic() - started)
+        self.done(request.route, body)
 
     def stop(self, abandon: bool = False) -> None:
         if abandon:
@@ -298,7 +350,9 @@ class Inline(OneService):
     async one runs to completion on an event loop of that thread's own."""
 
     def __init__(self, handler: Handler, service: bytes) -> None:
+        """Made in the thread of the poll loop, which runs the handler."""
         self.service = service
+        self.slot = deadlines.slot()  # that thread's: a deadline for time_remaining()
         self.loop: asyncio.AbstractEventLoop | None = None
         # A lambda, not functools.partial: Python calling Python stays in one eval loop,
         # while a call through partial (C) costs a frame of its own on every request.
@@ -311,6 +365,12 @@ class Inline(OneService):
 
     def submit(self, request: Request) -> bytes | Ending:
         # The body alone: no Reply to build, inline, where this is the whole request.
+        # Set for every request (NONE, if it has none), never cleared: nothing but the
+        # handler runs in this thread between two requests.
+        deadline = self.slot.deadline = request.deadline
+        # Read just now, so it waited for nothing: only one that came with no time has passed.
+        if deadline == PASSED:
+            return Expired(request, self.service)
         return self.answer(request.body)
 
     def collect(self, ready: dict | None, stopping: bool = False) -> list[Ending]:

@@ -45,6 +45,7 @@ from zmq_hello.envelope import (
     ERROR_PREFIX,
     MAX_FRAMES,
     Ending,
+    Expired,
     Reply,
     Request,
     Unanswered,
@@ -123,6 +124,7 @@ class Server:
         self.graceful_timeout = graceful_timeout
         self.in_flight = 0  # requests taken and not yet answered: this loop counts them
         self.counts: Counter[str] = Counter()  # answered, error replies, dropped replies
+        self.expired: Counter[bytes] = Counter()  # requests past their deadline, by service
         self.stopped_by = ""  # the signal that asked the server to stop
         self.deadline = float("inf")  # when requests still in flight are abandoned
         self.summary_requested = False
@@ -209,6 +211,8 @@ class Server:
                         self.deliver(request.route, ended)
                     elif isinstance(ended, Reply):
                         self.deliver(ended.route, ended.body)
+                    elif isinstance(ended, Expired):
+                        self.past_deadline(ended)
                     else:  # refused, and MDP has no error reply
                         self.unanswered(ended)
                     self.in_flight -= 1
@@ -244,9 +248,22 @@ class Server:
                 route, body, final = ending
                 self.deliver(route, body)
                 self.in_flight -= final
+            elif isinstance(ending, Expired):
+                self.past_deadline(ending)
+                self.in_flight -= 1
             else:  # an MDP client's: counted; the core logged why
                 self.counts["unanswered"] += 1
                 self.in_flight -= 1
+
+    def past_deadline(self, ending: Expired) -> None:
+        """A request not run, its caller gone (or about to be): counted and logged."""
+        self.expired[ending.service] += 1
+        self.incidents.add(
+            "requests past their deadline",
+            f"did not start a request for service '{printable(ending.service)}' from "
+            f"{printable(ending.request.client)}: its caller's deadline is past, or too "
+            "near for a handler to answer in time",
+        )
 
     def deliver(self, route: list[bytes], body: bytes) -> None:
         """Send without ever blocking the loop; a reply that cannot leave is logged."""
@@ -283,11 +300,18 @@ class Server:
 
     def summary(self) -> str:
         waiting, workers = self.runner.status()
+        expired = sum(self.expired.values())
+        if expired:  # by service, the most first: the line stays short whatever the names
+            shown = self.expired.most_common(majordomo.SERVICES_SHOWN)
+            by_service = ", ".join(f"'{printable(name)}' {n}" for name, n in shown)
+            expired_text = f"{expired} expired past their deadline ({by_service})"
+        else:
+            expired_text = "0 expired past their deadline"
         return (
             f"workers: {workers}; requests: {waiting} waiting, "
             f"{self.in_flight - waiting} running; since start: {self.counts['answered']} "
             f"answered, {self.counts['errors']} error replies, {self.counts['dropped']} dropped, "
-            f"{self.counts['unanswered']} MDP requests unanswered"
+            f"{expired_text}, {self.counts['unanswered']} MDP requests unanswered"
         )
 
     def on_signal(self, signum: int, _frame: object) -> None:

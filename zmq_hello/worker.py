@@ -34,7 +34,7 @@ from typing import NoReturn
 
 import zmq
 
-from zmq_hello import handlers, mdp, wire
+from zmq_hello import deadlines, handlers, mdp, wire
 from zmq_hello.cli import (
     MIN_INTERVAL,
     OneLineErrorParser,
@@ -43,6 +43,7 @@ from zmq_hello.cli import (
     program,
     run_program,
 )
+from zmq_hello.deadlines import from_address
 from zmq_hello.envelope import ERROR_PREFIX
 from zmq_hello.handlers import Handler
 from zmq_hello.output import say
@@ -93,6 +94,9 @@ class Job:
     socket: zmq.Socket  # the registration it came on: the reply goes there or nowhere
     address: bytes
     body: list[bytes]
+    # When its caller gives up (time.monotonic()), if server.py's broker said (in the
+    # address: zmq_hello.deadlines); None if it did not, as other brokers never do.
+    deadline: float | None = None
 
 
 class Worker:
@@ -117,6 +121,8 @@ class Worker:
             Session(endpoint, pause=self.first_pause) for endpoint in settings.endpoints
         ]
         self.jobs: deque[Job] = deque()
+        # Made in the main thread, which runs every handler: where their deadline goes.
+        self.slot = deadlines.slot()
         # The sockets belong to the thread holding the baton: the main thread, but while
         # a handler runs, when the heartbeat thread may take it (beat()). Handed over
         # with a lock, a socket moves between threads behind the memory barrier that
@@ -223,7 +229,8 @@ class Worker:
                 session.heard_by = time.monotonic() + self.patience
                 session.heard = True
                 if request := mdp.carried(frames, self.request_head):  # the common message
-                    self.jobs.append(Job(session, broker, *request))
+                    address, body = request
+                    self.jobs.append(Job(session, broker, address, body, from_address(address)))
                     continue
                 try:
                     message = mdp.parse(frames)
@@ -231,7 +238,8 @@ class Worker:
                     log.warning("ignored a bad message from %s: %s", session.endpoint, exc)
                     continue
                 if message.command == mdp.REQUEST:
-                    self.jobs.append(Job(session, broker, message.address, message.body))
+                    address, body = message.address, message.body
+                    self.jobs.append(Job(session, broker, address, body, from_address(address)))
                 elif message.command == mdp.DISCONNECT:
                     self.lose(session, "sent DISCONNECT", disconnected=True)
 
@@ -246,7 +254,7 @@ class Worker:
         self.running = job.session
         self.baton.release()
         try:
-            reply = self.answer(job.body)
+            reply = self.answer(job.body, job.deadline)
         finally:
             self.baton.acquire()
         if job.session.socket is job.socket:
@@ -355,9 +363,16 @@ class Worker:
         if pause:
             session.pause = min(session.pause * 2, RECONNECT_MAX)
 
-    def answer(self, body: list[bytes]) -> bytes:
-        """The handler's reply, or an error reply in place of one the broker would refuse."""
+    def answer(self, body: list[bytes], deadline: float | None = None) -> bytes:
+        """The handler's reply, or an error reply in place of one the broker would refuse.
+        With a deadline the handler sees it (time_remaining()); once it has passed (a
+        request that waited here behind another broker's), the handler is not run."""
         request = b"".join(body)
+        if deadline is not None and deadline <= time.monotonic():
+            log.warning("did not run a request whose caller's deadline had passed")
+            return ERROR_PREFIX + b"deadline passed before a worker started it"
+        # Set for every request, never cleared: only handlers run in this thread's context.
+        self.slot.deadline = deadlines.NONE if deadline is None else deadline
         if self.loop is None:
             reply = handlers.call(self.settings.handler, request)
         else:
