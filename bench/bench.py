@@ -21,6 +21,7 @@ against the code before it, in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -33,6 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,7 @@ SERVER = HERE.parent / "server.py"
 CLIENT = HERE.parent / "client.py"
 BASELINE = HERE / "baseline_server.py"
 LOAD = HERE / "load.py"
+OVERLOAD = HERE / "overload.py"
 CLIENTS = HERE / "clients.py"
 LBBROKER = HERE / "lbbroker.py"
 WORKER = HERE.parent / "worker.py"
@@ -76,7 +80,24 @@ TARGETS = {
     "async_client_rps": 0.80,  # AsyncClient, 100 in flight: x a bare zmq.asyncio DEALER
     "client_threads": 1.10,  # one Client, 16 threads x K requests of 0.1 s: wall / K x 0.1 s
     "client_burst": 1.10,  # 1000 AsyncClient requests x 0.5 s async / (0.5 s + zero-work burst)
+    # Deadlines (issue 24): at twice capacity, callers answered in time a second / capacity;
+    "overload_rps": 0.90,
+    "overload_wasted": 0.05,  # handler calls whose reply nobody took / all, at most
+    "deadline_cpu": 1.03,  # inline zero work C = 100: CPU per request with / without a deadline
 }
+# The overload figure: --workers 4 (or --processes 4) and a 50 ms handler answer 80
+# requests a second; callers come at twice that, each on a connection of its own, each
+# waiting 0.5 s a try and trying 3 times in all (bench/overload.py).
+OVERLOAD_CAPACITY = 80
+OVERLOAD_RATE = 160
+OVERLOAD_MODES = {
+    "--workers 4": ["--workers", "4", "--work-time", "0.05"],
+    "--processes 4": ["--processes", "4", "--work-time", "0.05"],
+}
+SUMMARY_COUNTS = re.compile(
+    r"(\d+) waiting, (\d+) running; since start: (\d+) answered, (\d+) error replies, "
+    r"(\d+) dropped(?:, (\d+) expired past their deadline)?"
+)
 
 
 @dataclass
@@ -110,6 +131,9 @@ class Settings:
     clients_seconds: float = 1.5
     clients_wall_rounds: int = 5
     clients_requests: int = 10  # each of the 16 threads', one after another
+    overload_seconds: float = 15.0  # callers arrive for this long, each overload run
+    overload_rounds: int = 3
+    deadline_rounds: int = 12  # with and without a deadline, ABBA: CPU per request, 1 % apart
 
 
 QUICK = Settings(
@@ -134,6 +158,9 @@ QUICK = Settings(
     clients_seconds=0.2,
     clients_wall_rounds=1,
     clients_requests=3,
+    overload_seconds=1.5,
+    overload_rounds=1,
+    deadline_rounds=1,
 )
 
 
@@ -446,12 +473,17 @@ def interleaved(
     seconds: float,
     rounds: int,
     load_args: dict[str, list[str]] | None = None,
+    abba: bool = False,
 ) -> dict:
     """rounds of alternating rate measurements of each target (load_args: more for load.py,
-    by target); medians per target."""
+    by target); medians per target. abba: every other round in the reverse order, so that
+    whatever favours the first (or the second) of a round favours each target as often."""
     runs: dict[str, list[dict]] = {name: [] for name in targets}
     for round_ in range(rounds):
-        for name, target in targets.items():
+        order = list(targets.items())
+        if abba and round_ % 2:
+            order.reverse()
+        for name, target in order:
             result = load(
                 target,
                 "rate",
@@ -773,16 +805,25 @@ def kill_loop(settings: Settings) -> dict:
     return figures
 
 
-def against(settings: Settings, rev: str) -> dict:
-    """The same figures for this tree and for REV (a git worktree), interleaved: threads,
-    inline and async at zero work, --processes 2 at zero work and CPU-bound, client.py.
-    Figures REV's server.py cannot run (no --handler, no --processes) are left out."""
+@contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """A checkout of git revision rev, for the run: its server.py, client.py, bench."""
     checkout = Path(tempfile.mkdtemp(prefix="bench-against-"))
     git = ["git", "-C", str(HERE.parent)]
     subprocess.run(
         [*git, "worktree", "add", "--detach", str(checkout), rev], check=True, capture_output=True
     )
     try:
+        yield checkout
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(checkout)], capture_output=True)
+
+
+def against(settings: Settings, rev: str) -> dict:
+    """The same figures for this tree and for REV (a git worktree), interleaved: threads,
+    inline and async at zero work, --processes 2 at zero work and CPU-bound, client.py.
+    Figures REV's server.py cannot run (no --handler, no --processes) are left out."""
+    with worktree(rev) as checkout:
         help_text = subprocess.run(
             [sys.executable, str(checkout / "server.py"), "--help"], capture_output=True, text=True
         ).stdout
@@ -845,9 +886,108 @@ def against(settings: Settings, rev: str) -> dict:
             rows[label]["ratio"] = rows[label]["this"]["rps"] / rows[label][rev]["rps"]
         rows["client"] = client_startup(settings, {"this": CLIENT, rev: checkout / "client.py"})
         rows["client"]["ratio"] = rows["client"][rev]["ms"] / rows["client"]["this"]["ms"]
-    finally:
-        subprocess.run([*git, "worktree", "remove", "--force", str(checkout)], capture_output=True)
     return {"rev": rev, "rows": rows, "lost": lost(rows)}
+
+
+def server_counts(target: Server, log: Path) -> dict:
+    """The server's own counts, from the summary that SIGUSR1 has it log."""
+    seen = log.read_text().count("since start:")
+    os.kill(target.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while log.read_text().count("since start:") <= seen:
+        if time.monotonic() > deadline:
+            raise SystemExit("bench: the server logged no summary on SIGUSR1")
+        time.sleep(0.05)
+    match = SUMMARY_COUNTS.findall(log.read_text())[-1]
+    waiting, running, answered, errors, dropped, expired = (int(n or 0) for n in match)
+    return {"handler_calls": answered + errors + dropped, "expired": expired, "left": waiting}
+
+
+def overload_run(script: Path, args: list[str], seconds: float) -> dict:
+    """One overload run: callers at OVERLOAD_RATE for seconds on a fresh server, then its
+    counts; the server is stopped at once (SIGQUIT), whatever is left in its queue."""
+    with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
+        workers = 4 if "--processes" in args else 0
+        target = Server(script, "--bind", EPHEMERAL, "--quiet", *args, workers=workers, stderr=log)
+        try:
+            command = [sys.executable, str(OVERLOAD), target.endpoint, str(OVERLOAD_RATE)]
+            result = subprocess.run(
+                [*command, str(seconds)], capture_output=True, text=True, timeout=seconds + 60
+            )
+            if result.returncode != 0:
+                raise SystemExit(f"bench: overload.py failed: {result.stderr.strip()}")
+            callers = json.loads(result.stdout)
+            counts = server_counts(target, Path(log.name))
+        finally:
+            if target.popen.poll() is None:
+                target.popen.send_signal(signal.SIGQUIT)
+            target.stop()
+    capacity = OVERLOAD_CAPACITY * callers["elapsed"]
+    wasted = counts["handler_calls"] - callers["answered"]
+    return {
+        **callers,
+        **counts,
+        "goodput": callers["answered"] / capacity,
+        "wasted": wasted / counts["handler_calls"] if counts["handler_calls"] else 0.0,
+    }
+
+
+def overload(settings: Settings, revs: list[str]) -> dict:
+    """Twice the capacity, by callers with a budget (OVERLOAD_RATE), on this tree and on
+    each REV, in interleaved rounds: callers answered in time against capacity, and the
+    handler calls whose reply nobody took."""
+    rows: dict = {}
+    with contextlib.ExitStack() as stack:
+        scripts = {"this": SERVER}
+        for rev in revs:
+            scripts[rev] = stack.enter_context(worktree(rev)) / "server.py"
+        for mode, args in OVERLOAD_MODES.items():
+            runs: dict[str, list[dict]] = {name: [] for name in scripts}
+            for round_ in range(settings.overload_rounds):
+                for name, script in scripts.items():
+                    run = overload_run(script, args, settings.overload_seconds)
+                    runs[name].append(run)
+                    progress(
+                        f"overload {mode} round {round_ + 1}/{settings.overload_rounds} {name}: "
+                        f"{run['answered']} of {run['callers']} callers answered, "
+                        f"{run['wasted']:.0%} of {run['handler_calls']} handler calls wasted"
+                    )
+            rows[mode] = {
+                name: {
+                    key: median([run[key] for run in results])
+                    for key in ("callers", "answered", "goodput", "wasted", "handler_calls")
+                    + ("expired", "left", "p50_ms", "lag_ms")
+                }
+                | {
+                    "goodput_rounds": [run["goodput"] for run in results],
+                    "wasted_rounds": [run["wasted"] for run in results],
+                }
+                for name, results in runs.items()
+            }
+    return {"revs": revs, "rows": rows, "seconds": settings.overload_seconds}
+
+
+def deadline_cost(settings: Settings) -> dict:
+    """Inline, zero work, C = 100: requests framed as client.py's with a deadline in the
+    call frame, against the same framing without one (an 8-byte token), interleaved in
+    ABBA order, on one server process (so that nothing but the framing differs)."""
+    target = Server(SERVER, "--bind", EPHEMERAL, "--quiet", "--workers", "0", "--work-time", "0")
+    framing = {"without": ["--protocol", "token"], "with": ["--protocol", "deadline"]}
+    try:
+        rows = interleaved(
+            settings,
+            dict.fromkeys(framing, target),
+            100,
+            settings.processes_seconds,
+            settings.deadline_rounds,
+            framing,
+            abba=True,
+        )
+    finally:
+        target.stop()
+    rows["cpu_ratio"] = rows["with"]["cpu_us_per_request"] / rows["without"]["cpu_us_per_request"]
+    rows["rps_ratio"] = rows["with"]["rps"] / rows["without"]["rps"]
+    return rows
 
 
 # Start-up is timed as users run programs: their Python caches compiled modules (and pip
@@ -1066,6 +1206,33 @@ def spread(row: dict) -> str:
 def wall_spread(row: dict) -> str:
     """A median wall time with its lowest and highest round: '1.012 s [1.004-1.031]'."""
     return f"{row['seconds']:.3f} s [{min(row['rounds']):.3f}-{max(row['rounds']):.3f}]"
+
+
+def overload_lines(settings: Settings, overloaded: dict) -> list[str]:
+    seconds, rounds = overloaded["seconds"], settings.overload_rounds
+    lines = [
+        "",
+        f"Overload: capacity {OVERLOAD_CAPACITY} requests/s (a 50 ms handler, 4 at a time); "
+        f"{OVERLOAD_RATE} new callers/s for {seconds:g} s, each on its own connection, waiting "
+        f"0.5 s a try, 3 tries; medians of {rounds} interleaved rounds [lowest - highest]. "
+        "Answered: callers that got their reply, a second from the first caller to the last "
+        "done. Wasted: handler calls whose reply nobody took. Left: requests still waiting "
+        "at the end",
+        f"{'mode':<15}{'server':<10}{'callers':>8}{'answered':>9}{'a second / capacity':>20}"
+        f"{'handler calls':>14}{'wasted':>19}{'expired':>8}{'left':>6}{'p50 ms':>8}",
+    ]
+    for mode, sides in overloaded["rows"].items():
+        for name, row in sides.items():
+            goodput = row["goodput_rounds"]
+            wasted = row["wasted_rounds"]
+            lines.append(
+                f"{mode:<15}{name:<10}{row['callers']:>8.0f}{row['answered']:>9.0f}"
+                f"{row['goodput']:>8.2f} [{min(goodput):.2f}-{max(goodput):.2f}]"
+                f"{row['handler_calls']:>14.0f}"
+                f"{row['wasted']:>7.0%} [{min(wasted):.0%}-{max(wasted):.0%}]"
+                f"{row['expired']:>8.0f}{row['left']:>6.0f}{row['p50_ms'] or 0:>8.0f}"
+            )
+    return lines
 
 
 def report(settings: Settings, figures: dict) -> str:
@@ -1293,6 +1460,31 @@ def report(settings: Settings, figures: dict) -> str:
             f"server.py {mem['server_idle_kib']} KiB +{mem['server_added_kib']} KiB",
         ]
         targets.append(f"memory added per client / baseline: {verdict(mem['ratio'], 'memory')}")
+    if row := figures.get("deadline"):
+        lines += [
+            "",
+            f"Deadlines: inline, zero work, C=100, client.py's framing with a deadline against "
+            f"without; medians of {settings.deadline_rounds} interleaved rounds [lowest - highest]",
+            f"{'framing':<40}{'req/s':>24}{'CPU us/req':>12}",
+        ]
+        for name in ("without", "with"):
+            label = f"{name} a deadline"
+            lines.append(
+                f"{label:<40}{spread(row[name]):>24}{row[name]['cpu_us_per_request']:>12.2f}"
+            )
+        targets.append(
+            f"deadline CPU per request, with / without: {verdict(row['cpu_ratio'], 'deadline_cpu')}"
+        )
+    if overloaded := figures.get("overload"):
+        lines += overload_lines(settings, overloaded)
+        for mode, sides in overloaded["rows"].items():
+            this = sides["this"]
+            targets.append(
+                f"overload {mode}, callers answered a second / capacity: "
+                f"{verdict(this['goodput'], 'overload_rps')}"
+            )
+            wasted = verdict(this["wasted"], "overload_wasted")
+            targets.append(f"overload {mode}, handler calls wasted: {wasted}")
     for side in figures.get("against", []):
         rev = side["rev"]
         lines += [
@@ -1366,7 +1558,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         choices=["throughput", "slow_work", "burst", "processes", "majordomo", "failover"]
-        + ["kill", "client", "clients", "memory", "against"],
+        + ["kill", "client", "clients", "memory", "deadline", "overload", "against"],
         help="run one phase",
     )
     parser.add_argument(
@@ -1395,12 +1587,17 @@ def main() -> int:
         "client": client_startup,
         "clients": client_library,
         "memory": memory,
+        "deadline": deadline_cost,
     }
     for name, phase in phases.items():
         if args.only in (None, name):
             phase_started = time.monotonic()
             figures[name] = phase(settings)
             progress(f"{name} took {time.monotonic() - phase_started:.0f} s")
+    if args.only in (None, "overload"):
+        phase_started = time.monotonic()
+        figures["overload"] = overload(settings, args.against)
+        progress(f"overload took {time.monotonic() - phase_started:.0f} s")
     if args.only in (None, "against"):
         figures["against"] = []
         for rev in args.against:

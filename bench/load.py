@@ -10,9 +10,10 @@ interpreter with the server it measures. Prints one JSON object on stdout.
                                                        once, print the JSON, then hold
                                                        the connections until stdin closes
 
---protocol picks how requests are framed: plain (server.py's own clients), rfc18 or
-majortomo (MDP/0.2 clients, as RFC 18 writes them and as majortomo speaks them, for
-service --service; --services N spreads the clients over N services, NAME0 to NAME<N-1>).
+--protocol picks how requests are framed: plain (a bare DEALER), token and deadline
+(client.py's framing, without and with a deadline), rfc18 or majortomo (MDP/0.2
+clients, as RFC 18 writes them and as majortomo speaks them, for service --service;
+--services N spreads the clients over N services, NAME0 to NAME<N-1>).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ import zmq
 
 # The frames before the body, by --protocol; the service name goes last.
 HEADS = {"plain": [], "rfc18": [b"MDPC02", b"\x01"], "majortomo": [b"", b"MDPC02", b"\x02"]}
+# client.py's framing, [call frame, b"", body]: an 8-byte token alone, or the token with a
+# deadline of 2.5 s (zmq_hello.deadlines: token, b"zhDL", milliseconds in 4 bytes).
+TOKEN = b"\x00\x01\x02\x03\x04\x05\x06\x07"
+CALL_FRAMES = {"token": TOKEN, "deadline": TOKEN + b"zhDL" + (2500).to_bytes(4, "big")}
 EVENTS, POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 WARMUP = 0.3  # seconds before the measured window, so connections are up and warm
 GRACE = 5.0  # how long replies still due may take at the end before they count as lost
@@ -67,6 +72,8 @@ def requests(sockets: list[zmq.Socket], protocol: str, service: str, services: i
     names = [service] if services == 1 else [f"{service}{n}" for n in range(services)]
     if protocol == "plain":
         return {socket: [b"Hello"] for socket in sockets}
+    if protocol in CALL_FRAMES:
+        return {socket: [CALL_FRAMES[protocol], b"", b"Hello"] for socket in sockets}
     head = HEADS[protocol]
     return {
         socket: [*head, names[n % len(names)].encode(), b"Hello"]
@@ -189,7 +196,7 @@ def main() -> None:
     parser.add_argument("seconds", type=float, nargs="?", default=30.0)
     parser.add_argument("--server-pid", type=int)
     parser.add_argument("--warmup", type=float, default=WARMUP)
-    parser.add_argument("--protocol", choices=sorted(HEADS), default="plain")
+    parser.add_argument("--protocol", choices=sorted([*HEADS, *CALL_FRAMES]), default="plain")
     parser.add_argument("--service", default="hello")
     parser.add_argument("--services", type=int, default=1)
     parser.add_argument(
