@@ -152,11 +152,11 @@ def test_each_try_carries_its_deadline_and_a_reply_still_finds_its_call():
 def test_a_call_in_a_handler_waits_no_longer_than_the_handler():
     calls = Calls(["a"])
     now = deadlines.monotonic()
-    deadlines.slot().deadline = now + 0.3  # as a runner sets it around a handler
+    deadlines.this_slot().deadline = now + 0.3  # as a runner sets it around a handler
     try:
         call = calls.open(b"x", None, 2.5)
     finally:
-        deadlines.slot().deadline = deadlines.NONE
+        deadlines.this_slot().deadline = deadlines.NO_DEADLINE
     assert calls.begin_try(call, now)
     assert call.deadline == pytest.approx(now + 0.3)
     # The milliseconds are cut down, never up: no callee is told of time its caller lacks.
@@ -167,12 +167,25 @@ def test_a_call_in_a_handler_waits_no_longer_than_the_handler():
 
 def test_a_partial_reply_gives_no_more_time_than_the_handler_has():
     calls = Calls(["a"])
-    deadlines.slot().deadline = 10.4
+    deadlines.this_slot().deadline = 10.4
     try:
         call = calls.open(b"x", b"svc", 2.5)
     finally:
-        deadlines.slot().deadline = deadlines.NONE
+        deadlines.this_slot().deadline = deadlines.NO_DEADLINE
     assert calls.begin_try(call, 10.0)
     frames = [call.frames[0], b"", MDP_CLIENT, MDP_PARTIAL, b"svc", b"part"]
     assert calls.route(frames, 10.2) is call
     assert call.deadline == 10.4
+
+
+def test_a_call_cut_short_by_the_handlers_deadline_says_so():
+    calls = Calls(["a"])
+    deadlines.this_slot().deadline = 10.3
+    try:
+        call = calls.open(b"x", None, 2.5)
+    finally:
+        deadlines.this_slot().deadline = deadlines.NO_DEADLINE
+    assert calls.begin_try(call, 10.0)
+    assert not calls.cut_short(call, 10.2) and calls.cut_short(call, 10.3)
+    assert "before the handler's deadline" in str(NoReply(["a"], 1, 2.5, cut_short=True))
+    assert not calls.cut_short(calls.open(b"y", None, 2.5), 99.0)  # outside a handler

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from zmq_hello import deadlines, mdp
-from zmq_hello.deadlines import NONE, Pace
+from zmq_hello.deadlines import NO_DEADLINE, Pace
 from zmq_hello.envelope import Expired, Reply, split_request
 from zmq_hello.majordomo import Majordomo
 from zmq_hello.scheduler import Limits
@@ -30,7 +30,7 @@ def test_a_call_frame_carries_milliseconds_from_when_it_is_read():
     [TOKEN, b"", b"x" * 16, TOKEN + b"zhDL" + b"\x00" * 3, TOKEN + b"zhdl" + b"\x00" * 4],
 )
 def test_other_frames_carry_no_deadline(frame):
-    assert deadlines.from_call_frame(frame) == NONE
+    assert deadlines.from_call_frame(frame) == NO_DEADLINE
 
 
 def test_a_wait_too_long_for_four_bytes_travels_as_the_longest():
@@ -40,18 +40,18 @@ def test_a_wait_too_long_for_four_bytes_travels_as_the_longest():
 
 def test_split_request_reads_the_deadline_of_client_py_framing_only():
     frame = deadlines.call_frame(TOKEN, 1.0)
-    assert split_request([b"id", frame, b"", b"body"]).deadline < NONE  # type: ignore[union-attr]
-    assert split_request([b"id", TOKEN, b"", b"body"]).deadline == NONE  # type: ignore[union-attr]
-    assert split_request([b"id", b"", b"body"]).deadline == NONE  # type: ignore[union-attr]
-    assert split_request([b"id", frame, frame, b"", b"x"]).deadline == NONE  # type: ignore[union-attr]
+    assert split_request([b"id", frame, b"", b"body"]).deadline < NO_DEADLINE  # type: ignore[union-attr]
+    assert split_request([b"id", TOKEN, b"", b"body"]).deadline == NO_DEADLINE  # type: ignore[union-attr]
+    assert split_request([b"id", b"", b"body"]).deadline == NO_DEADLINE  # type: ignore[union-attr]
+    assert split_request([b"id", frame, frame, b"", b"x"]).deadline == NO_DEADLINE  # type: ignore[union-attr]
 
 
 def test_mdp_client_requests_behind_a_call_frame_carry_its_deadline():
     frame = deadlines.call_frame(TOKEN, 1.0)
     request = mdp.client_request([b"id", frame, b"", b"MDPC02", b"\x01", b"svc", b"x"])
-    assert request is not None and request.deadline < NONE
+    assert request is not None and request.deadline < NO_DEADLINE
     request = mdp.client_request([b"id", b"MDPC02", b"\x01", b"svc", b"x"])
-    assert request is not None and request.deadline == NONE
+    assert request is not None and request.deadline == NO_DEADLINE
 
 
 @pytest.mark.parametrize(
@@ -73,11 +73,11 @@ def test_a_worker_reads_a_deadline_only_from_server_py_addresses(address, carrie
 
 def test_time_remaining_outside_a_handler_is_none_and_never_below_zero():
     assert deadlines.time_remaining() is None
-    deadlines.slot().deadline = deadlines.monotonic() - 1
+    deadlines.this_slot().deadline = deadlines.monotonic() - 1
     try:
         assert deadlines.time_remaining() == 0.0
     finally:
-        deadlines.slot().deadline = deadlines.NONE
+        deadlines.this_slot().deadline = deadlines.NO_DEADLINE
 
 
 def test_pace_learns_the_handlers_time_and_starts_only_what_can_finish():
@@ -113,7 +113,11 @@ def test_the_core_gives_a_worker_the_time_left_in_the_address():
     [[_address, *frames]] = core.to_workers
     address = mdp.parse(frames).address
     assert address.endswith(b"+750") and deadlines.from_address(address) is not None
-    assert core.submit(1.0, request_until(NONE, b"c2")) is None  # waits: no deadline to tell
+    core.to_workers.clear()
+    core.worker_message(1.2, [b"w1", *mdp.build(mdp.Framing(), mdp.FINAL, address, b"x")], 6)
+    assert core.submit(1.2, request_until(NO_DEADLINE, b"c2")) is None
+    [[_address, *frames]] = core.to_workers
+    assert b"+" not in mdp.parse(frames).address  # no deadline to tell
 
 
 def test_the_core_sends_no_worker_a_request_past_its_deadline():
@@ -132,20 +136,21 @@ def test_a_waiting_request_that_can_no_longer_be_answered_in_time_is_not_started
     core.submit(1.0, request_until(10.0))  # busy with it until its FINAL, 0.4 s on
     core.flush(1.0)
     key = mdp.parse(core.to_workers.pop()[1:]).address
-    hopeless, hopeful = request_until(1.7, b"c2"), request_until(2.0, b"c3")
+    hopeless, hopeful = request_until(1.7, b"c2"), request_until(2.1, b"c3")
     core.submit(1.0, hopeless)
     core.submit(1.0, hopeful)
     core.worker_message(1.4, [b"w1", *mdp.build(mdp.Framing(), mdp.FINAL, key, b"done")], 6)
     core.flush(1.4)
     assert [type(ending) for ending in core.endings] == [Reply, Expired]
     assert core.endings[1] == Expired(hopeless, b"hello")  # 0.3 s left: too little
-    [[_address, *frames]] = core.to_workers  # 0.6 s left: worth it
+    [[_address, *frames]] = core.to_workers  # 0.7 s left: worth it
     assert mdp.parse(frames).body == [b"body"]
 
 
 def test_with_no_worker_a_request_waits_no_longer_than_its_deadline_or_the_timeout():
     core = Majordomo(b"hello", 1.0, 5.0, Limits(), b"k.")
-    brief, without, patient = request_until(2.0), request_until(NONE, b"c2"), request_until(9.0)
+    brief, without = request_until(2.0), request_until(NO_DEADLINE, b"c2")
+    patient = request_until(9.0, b"c3")
     for request in (brief, without, patient):
         assert core.submit(0.0, request) is None
     core.tick(0.0)

@@ -9,6 +9,7 @@ import contextlib
 import re
 import signal
 import threading
+import time
 
 import pytest
 import zmq
@@ -35,12 +36,14 @@ def final_summary(server) -> tuple[int, str]:
 
 
 def ten_at_once(endpoint: str) -> list[bytes | None]:
-    """Ten callers at once, each of its own connection, each waiting 0.5 s, no retry,
-    for a request whose handler takes 0.3 s."""
+    """Ten callers at once, each of its own connection (made first, so that all send
+    together), each waiting 0.5 s, no retry, for a request whose handler takes 0.3 s."""
     replies: list[bytes | None] = [None] * 10
+    together = threading.Barrier(10, timeout=WAIT)
 
     def caller(n: int) -> None:
         with Client(endpoint, timeout=0.5, retries=0) as client, contextlib.suppress(NoReply):
+            together.wait()
             replies[n] = client.request(b"0.3 call %d" % n)
 
     threads = [threading.Thread(target=caller, args=(n,)) for n in range(10)]
@@ -82,10 +85,14 @@ def test_ten_requests_past_their_deadline_are_not_sent_to_a_remote_worker(start_
     assert_two_or_three_ran(server, ten_at_once(server.endpoint))
 
 
-def test_an_inline_handler_sees_its_deadline(echo_server):
-    server = echo_server("--workers", "0", handler=REMAINING)
+@pytest.mark.parametrize("workers", ["0", "1"], ids=["inline", "threads"])
+def test_a_handler_sees_its_deadline_and_the_next_none(echo_server, workers):
+    server = echo_server("--workers", workers, handler=REMAINING)
     with Client(server.endpoint, timeout=2.0) as client:
         assert 1.8 <= float(client.request(b"0 x")) <= 2.0
+    with zmq.Context() as context, dealer(context, server.endpoint) as plain:
+        plain.send_multipart([b"0 no deadline"])  # the same thread runs it: none seen
+        assert receive(plain) == [b"None"]
 
 
 @pytest.mark.parametrize(
@@ -110,12 +117,15 @@ def test_time_remaining_is_the_timeout_less_the_wait(start_server, spawn, mode):
             replies[name] = float(client.request(body))
 
     first = threading.Thread(target=call, args=("first", b"0.5 hold", 3.0))
+    first_sent = time.monotonic()
     first.start()
     runs_it.wait_for("^handling 0.5 hold$")
-    call("second", b"0 x", 2.0)  # waits nearly 0.5 s for the one worker
+    second_sent = time.monotonic()
+    call("second", b"0 x", 2.0)  # waits for the one worker: what is left of the first's 0.5 s
     first.join(WAIT)
     assert 2.7 <= replies["first"] <= 3.0
-    assert 1.2 <= replies["second"] <= 1.65, replies
+    # 2 s less its wait: at most 0.5 s, less however long the first ran before it came.
+    assert 1.5 - 0.15 <= replies["second"] <= 1.5 + (second_sent - first_sent) + 0.05, replies
 
 
 def test_no_deadline_from_a_dealer_a_req_socket_or_a_majortomo_client(start_server, spawn):

@@ -70,13 +70,13 @@ class AsyncClient(BaseClient):
         try:
             for attempt in range(1 + self.retries):
                 if not self._calls.begin_try(call, loop.time()):
-                    raise self._no_reply(timeout, attempt)  # the handler's time is up
+                    raise self._no_reply(timeout, attempt, cut_short=True)
                 self._set_alarm(call.deadline)
                 await self._send(call)
                 if await self._wait_try(call, on_partial):
                     return call.result()
                 self._calls.timed_out(call)
-            raise self._no_reply(timeout)
+            raise self._no_reply(timeout, cut_short=self._calls.cut_short(call, loop.time()))
         finally:
             self._calls.close(call)
 

@@ -155,6 +155,14 @@ class Calls:
         call.endpoint = None
         return True
 
+    def resend_frame(self, call: Call, now: float) -> None:
+        """A try sent late (it waited for a connection) tells the time it has left."""
+        call.frames[0] = deadlines.call_frame(call.token, call.deadline - now)
+
+    def cut_short(self, call: Call, now: float) -> bool:
+        """Whether the handler call is made in has run out of time (NoReply says so)."""
+        return call.limit is not None and now >= call.limit
+
     def timed_out(self, call: Call) -> None:
         """Call's try got no reply in time: its server goes last for every call."""
         if call.endpoint is not None and call.endpoint in self.order:
@@ -234,11 +242,13 @@ class BaseClient:
             service = service.encode()
         return service, timeout
 
-    def _no_reply(self, timeout: float, tries: int | None = None) -> NoReply:
-        """Every try timed out; or, tries given, the handler's deadline cut the call short."""
-        if tries is None:
-            return NoReply(self.endpoints, 1 + self.retries, timeout)
-        return NoReply(self.endpoints, tries, timeout, cut_short=True)
+    def _no_reply(
+        self, timeout: float, tries: int | None = None, cut_short: bool = False
+    ) -> NoReply:
+        """Every try timed out (tries: how many were made, if not all); cut_short: the
+        handler the call is made in ran out of time."""
+        tries = 1 + self.retries if tries is None else tries
+        return NoReply(self.endpoints, tries, timeout, cut_short)
 
 
 def endpoint_list(endpoints: str | Sequence[str]) -> list[str]:

@@ -157,14 +157,15 @@ class Client(BaseClient):
                     if call is None:
                         call = self._calls.open(body, service, timeout)
                     if not self._calls.begin_try(call, time.monotonic()):
-                        raise self._no_reply(timeout, attempt)  # the handler's time is up
+                        raise self._no_reply(timeout, attempt, cut_short=True)
                     self._send(call)
                     self._pump(call)
                 if self._wait_try(call, on_partial):
                     return call.result()
                 with self._lock:
                     self._calls.timed_out(call)
-            raise self._no_reply(timeout)
+            cut = call is not None and self._calls.cut_short(call, time.monotonic())
+            raise self._no_reply(timeout, cut_short=cut)
         finally:
             if call is not None:
                 with self._lock:
@@ -245,6 +246,7 @@ class Client(BaseClient):
             blocked, self._blocked = self._blocked, []
             for call in blocked:
                 if call.deadline > now:
+                    self._calls.resend_frame(call, now)  # it waited: less time to tell
                     self._send(call)
             # The sends used the sockets, sent or not: a refused send reads a socket's
             # commands too (which clears its descriptor), so read EVENTS last, and go

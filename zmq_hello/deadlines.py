@@ -23,7 +23,7 @@ import re
 import struct
 import time
 
-NONE = float("inf")  # the deadline of a request that carries none: it never passes
+NO_DEADLINE = float("inf")  # the deadline of a request that carries none: it never passes
 PASSED = 0.0  # that of a request that came with 0 ms left: passed on any monotonic clock
 TOKEN_BYTES = 8  # a call's token, as zmq_hello.calls makes it
 MARK = b"zhDL"  # after the token: the call frame carries a deadline
@@ -38,31 +38,31 @@ ADDRESS_WITH_DEADLINE = re.compile(rb"[0-9a-f]{8}\.[0-9a-f]+\+([0-9]{1,10})")
 monotonic = time.monotonic
 
 
-class Slot:
+class DeadlineSlot:
     """Where a runner puts the deadline of the request whose handler it runs next, for
     time_remaining(): one per thread (and per task of an async runner), set before each
-    handler call, NONE for a request without one. An attribute, because a context
+    handler call, NO_DEADLINE for a request without one. An attribute, because a context
     variable set and reset per request cost 4 % of an inline request (callgrind): each
     set copies the context's mapping."""
 
     __slots__ = ("deadline",)
 
-    def __init__(self, deadline: float = NONE) -> None:
+    def __init__(self, deadline: float = NO_DEADLINE) -> None:
         self.deadline = deadline  # time.monotonic()
 
 
-# This thread's (or task's) Slot: a task copies its creator's context, so an async runner
-# gives each handler task a Slot of its own (Tasks.run_with_deadline).
-current: contextvars.ContextVar[Slot | None] = contextvars.ContextVar(
+# This thread's (or task's) DeadlineSlot: a task copies its creator's context, so an async runner
+# gives each handler task a DeadlineSlot of its own (Tasks.run_with_deadline).
+current: contextvars.ContextVar[DeadlineSlot | None] = contextvars.ContextVar(
     "zmq_hello_deadline", default=None
 )
 
 
-def slot() -> Slot:
-    """The Slot of this thread (or task), made on first use; a runner keeps it."""
+def this_slot() -> DeadlineSlot:
+    """The DeadlineSlot of this thread (or task), made on first use; a runner keeps it."""
     found = current.get()
     if found is None:
-        found = Slot()
+        found = DeadlineSlot()
         current.set(found)
     return found
 
@@ -70,7 +70,7 @@ def slot() -> Slot:
 def handler_deadline() -> float | None:
     """The deadline of the handler running here (time.monotonic()), or None."""
     found = current.get()
-    return None if found is None or found.deadline == NONE else found.deadline
+    return None if found is None or found.deadline == NO_DEADLINE else found.deadline
 
 
 def time_remaining() -> float | None:
@@ -86,8 +86,9 @@ def time_remaining() -> float | None:
 
 
 def call_frame(token: bytes, seconds: float) -> bytes:
-    """The call frame of a try that waits seconds: the token and the deadline."""
-    ms = min(MAX_MS, max(0, int(seconds * 1000)))
+    """The call frame of a try that waits seconds: the token and the deadline. The
+    milliseconds are cut down, never up: no callee is told of time its caller lacks."""
+    ms = MAX_MS if seconds >= MAX_MS / 1000 else max(0, int(seconds * 1000))  # inf too
     return token + MARK + ms.to_bytes(4, "big")
 
 
@@ -97,13 +98,13 @@ def token_of(frame: bytes) -> bytes:
 
 
 def from_call_frame(frame: bytes) -> float:
-    """The deadline a call frame carries, on this process's clock from now; NONE if the
+    """The deadline a call frame carries, on this process's clock from now; NO_DEADLINE if the
     frame carries none, PASSED if its caller had no time left to give."""
     if len(frame) != CALL_FRAME_BYTES:
-        return NONE
+        return NO_DEADLINE
     mark, ms = unpack_call_frame(frame)
     if mark != MARK:
-        return NONE
+        return NO_DEADLINE
     return monotonic() + ms * 0.001 if ms else PASSED
 
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from zmq_hello.deadlines import (
     CALL_FRAME_BYTES,
     MARK,
-    NONE,
+    NO_DEADLINE,
     PASSED,
     monotonic,
     unpack_call_frame,
@@ -73,8 +73,8 @@ class Request(NamedTuple):
     service: bytes = b""  # an MDP client's; b"" for a plain client's: the server's own
     dialect: Dialect | None = None  # an MDP client's framing; None for a plain client
     body_head: tuple[bytes, ...] = ()  # an MDP request's body frames before the last
-    # When its caller gives up (time.monotonic()); deadlines.NONE if it carries none.
-    deadline: float = NONE
+    # When its caller gives up (time.monotonic()); deadlines.NO_DEADLINE if it carries none.
+    deadline: float = NO_DEADLINE
 
     @property
     def client(self) -> bytes:
@@ -117,11 +117,11 @@ Ending = Reply | Unanswered | Expired  # what becomes of a request, as a runner 
 
 def split_request(frames: list[bytes]) -> Request | None:
     """[routing_id, *envelope, body] as a plain client's Request; None if it is not one
-        (malformed, or an MDP client's request: see mdp.client_request). A call frame's
+    (malformed, or an MDP client's request: see mdp.client_request). A call frame's
     deadline (zmq_hello.deadlines) starts now.
 
-        A non-empty envelope must end in the empty delimiter, as REQ and client.py send it,
-        and hold no MDP client header: with one, the frames after it are MDP's.
+    A non-empty envelope must end in the empty delimiter, as REQ and client.py send it,
+    and hold no MDP client header: with one, the frames after it are MDP's.
     """
     if not 2 <= len(frames) <= MAX_FRAMES:
         return None
@@ -135,7 +135,7 @@ def split_request(frames: list[bytes]) -> Request | None:
             if mark == MARK:
                 deadline = monotonic() + ms * 0.001 if ms else PASSED
                 return construct(Request, (route, body, b"", None, (), deadline))
-    return construct(Request, (route, body, b"", None, (), NONE))  # service ... deadline
+    return construct(Request, (route, body, b"", None, (), NO_DEADLINE))  # service ... deadline
 
 
 def printable(data: bytes, limit: int = LOG_BODY_BYTES) -> str:

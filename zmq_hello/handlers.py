@@ -95,9 +95,9 @@ def to_reply(result: object) -> bytes:
 
 
 def failure(exc: Exception) -> bytes:
-    if time_remaining() == 0.0:
-        # Its caller has given up (a call it made ran out of the caller's time, most
-        # likely): an expected end, and nobody reads the reply. One line, no traceback.
+    if isinstance(exc, TimeoutError) and time_remaining() == 0.0:
+        # A call it made ran out of its caller's time (NoReply is a TimeoutError): an
+        # expected end, and nobody reads the reply. One line, no traceback.
         log.warning("handler failed after its caller's deadline: %s: %s", type(exc).__name__, exc)
     else:
         log.exception("handler failed on a request")

@@ -52,7 +52,7 @@ from logging import INFO, WARNING
 from typing import NamedTuple
 
 from zmq_hello import mdp
-from zmq_hello.deadlines import NONE, Pace, with_deadline
+from zmq_hello.deadlines import NO_DEADLINE, Pace, with_deadline
 from zmq_hello.envelope import (
     ERROR_PREFIX,
     Ending,
@@ -238,7 +238,7 @@ class Majordomo:
         # here until it ends, so no other object takes its id meanwhile).
         self.reruns: dict[int, Request] = {}
         self.expired = 0  # with no worker, past no_worker_timeout
-        self.expiries = itertools.count()  # the order of Expiry entries
+        self.expiries = itertools.count()  # ties between Expiry entries: first come first
         self.next_heartbeat = 0.0
         self.next_tick = 0.0  # the next heartbeat or expiry, whichever is sooner
         self.to_workers: list[list[bytes]] = []
@@ -285,10 +285,10 @@ class Majordomo:
         share of the backlog, or all of it, is taken), else None."""
         name = request.service or self.default
         service = self.services.get(name) or self.open(name)
+        if request.deadline <= now:  # it came with no time left: it would only take a place
+            return self.give_up(service, request)
         scheduler = service.scheduler
         if scheduler.free and not scheduler.queued:  # the common case: an idle worker takes it
-            if request.deadline <= now:
-                return self.past_deadline(service, request)
             address = next(iter(scheduler.free))
             del scheduler.free[address]
             self.start(now, address, request)
@@ -310,8 +310,8 @@ class Majordomo:
             for service in pending:
                 for address, request in service.scheduler.dispatch():
                     deadline = request.deadline
-                    if deadline != NONE and not service.pace.worth_starting(deadline, now):
-                        self.endings.append(self.past_deadline(service, request))
+                    if deadline != NO_DEADLINE and not service.pace.worth_starting(deadline, now):
+                        self.endings.append(self.give_up(service, request))
                         service.scheduler.release(address)
                         self.pending[service] = None  # the worker takes the next one
                         continue
@@ -320,7 +320,7 @@ class Majordomo:
     def start(self, now: float, address: bytes, request: Request) -> None:
         worker = self.workers[address]
         key = b"%s%x" % (self.key_prefix, next(self.keys))
-        if request.deadline != NONE:
+        if request.deadline != NO_DEADLINE:
             key = with_deadline(key, request.deadline - now)
             worker.started = now
         worker.key = key
@@ -329,7 +329,7 @@ class Majordomo:
             [address, *worker.request_head, key, b"", *request.body_head, request.body]
         )
 
-    def past_deadline(self, service: Service, request: Request) -> Expired:
+    def give_up(self, service: Service, request: Request) -> Expired:
         """A request not started: its caller has given up, or will have before a worker
         could answer. The server logs it, as for every mode."""
         self.reruns.pop(id(request), None)
@@ -423,7 +423,7 @@ class Majordomo:
         """A worker's FINAL came: it is free, and its service's queue may go on."""
         service = worker.service
         request = worker.request
-        if request is not None and request.deadline != NONE:
+        if request is not None and request.deadline != NO_DEADLINE:
             service.pace.timed(now - worker.started)
         if self.reruns:
             self.reruns.pop(id(request), None)
@@ -614,7 +614,7 @@ class Majordomo:
                 request = heapq.heappop(expiring).request
                 service.scheduler.withdraw(request.client, request)
                 if request.deadline <= now:
-                    self.endings.append(self.past_deadline(service, request))
+                    self.endings.append(self.give_up(service, request))
                     continue
                 self.reruns.pop(id(request), None)
                 self.endings.append(refuse(request, "no worker for this service"))

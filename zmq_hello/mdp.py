@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from zmq_hello.deadlines import NONE, from_call_frame
+from zmq_hello.deadlines import NO_DEADLINE, from_call_frame
 from zmq_hello.envelope import (
     MDP_CLIENT_HEADERS,
     MDPC01,
@@ -224,6 +224,6 @@ def client_request(frames: list[bytes]) -> Request | None:
         route.append(service)
     body_head = tuple(frames[at + 1 : -1]) if count > at + 2 else ()
     # client.py's call frame ([routing_id, call frame, b"", header, ...]) may carry a deadline.
-    deadline = from_call_frame(frames[1]) if start == 3 else NONE
+    deadline = from_call_frame(frames[1]) if start == 3 else NO_DEADLINE
     # Fields in order: route, body, service, dialect, body_head, deadline.
     return construct(Request, (route, frames[-1], service, dialect, body_head, deadline))

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from zmq_hello import deadlines, handlers
-from zmq_hello.deadlines import NONE, PASSED, Pace
+from zmq_hello.deadlines import NO_DEADLINE, PASSED, DeadlineSlot, Pace
 from zmq_hello.envelope import Ending, Expired, Reply, Request, construct
 from zmq_hello.handlers import Handler
 from zmq_hello.majordomo import BUSY, TOO_MANY, refuse
@@ -162,6 +162,8 @@ class Pool(OneService):
         self.pace = Pace()  # how long the handler takes, timed on requests with a deadline
 
     def submit(self, request: Request) -> Ending | None:
+        if request.deadline == PASSED:  # it came with no time left: it would only take a place
+            return Expired(request, self.service)
         with self.lock:
             if self.free:
                 self.free -= 1
@@ -192,7 +194,8 @@ class Pool(OneService):
         """Whether a request with a deadline is still worth its handler's time (see the
         module); if not, it ends Expired."""
         deadline = request.deadline
-        if self.pace.worth_starting(deadline, now) if waited else deadline > now:
+        worth = self.pace.worth_starting(deadline, now) if waited else deadline > now
+        if worth:
             return True
         self.finished.put(Expired(request, self.service))
         self.waker.wake()
@@ -239,26 +242,31 @@ class Threads(Pool):
         self.handed.put(request)
 
     def work(self) -> None:
+        # A slot of this thread's own, made here: a thread may start with a copy of its
+        # creator's context (free-threaded Python does), which would share one.
+        slot = DeadlineSlot()
+        deadlines.current.set(slot)
         while (request := self.handed.get()) is not None:
             waited = False  # handed over at once; the next ones waited for this thread
             while request is not None:
-                if request.deadline == NONE:
+                if request.deadline == NO_DEADLINE:
                     self.done(request.route, handlers.call(self.handler, request.body))
                 else:
-                    self.run_with_deadline(request, waited)
+                    self.run_with_deadline(request, waited, slot)
                 request = self.next_request()
                 waited = True
 
-    def run_with_deadline(self, request: Request, waited: bool) -> None:
+    def run_with_deadline(self, request: Request, waited: bool, slot: DeadlineSlot) -> None:
+        """Run a request with a deadline, if it is still worth it, its deadline in slot
+        for the handler's time_remaining(); timed, for the pace."""
         started = monotonic()
         if not self.starts(request, waited, started):
             return
-        slot = deadlines.slot()  # this thread's
         slot.deadline = request.deadline
         try:
             body = handlers.call(self.handler, request.body)
         finally:
-            slot.deadline = NONE
+            slot.deadline = NO_DEADLINE
         self.pace.timed(monotonic() - started)
         self.done(request.route, body)
 
@@ -308,7 +316,7 @@ class Tasks(Pool):
         task.add_done_callback(self.tasks.discard)
 
     async def run(self, request: Request, waited: bool) -> None:
-        if request.deadline == NONE:
+        if request.deadline == NO_DEADLINE:
             self.done(request.route, await handlers.call_async(self.handler, request.body))
         else:
             await self.run_with_deadline(request, waited)
@@ -316,16 +324,17 @@ class Tasks(Pool):
             self.start(waiting, waited=True)
 
     async def run_with_deadline(self, request: Request, waited: bool) -> None:
+        """As Threads.run_with_deadline, in a task."""
         started = monotonic()
         if not self.starts(request, waited, started):
             return
-        # A Slot of its own: a task shares its creator's (run() starts the next task).
-        slot = deadlines.Slot(request.deadline)
+        # A DeadlineSlot of its own: a task shares its creator's (run() starts the next task).
+        slot = deadlines.DeadlineSlot(request.deadline)
         deadlines.current.set(slot)
         try:
             body = await handlers.call_async(self.handler, request.body)
         finally:
-            slot.deadline = NONE  # the task this one starts next has its context
+            slot.deadline = NO_DEADLINE  # the task this one starts next has its context
         self.pace.timed(monotonic() - started)
         self.done(request.route, body)
 
@@ -352,7 +361,7 @@ class Inline(OneService):
     def __init__(self, handler: Handler, service: bytes) -> None:
         """Made in the thread of the poll loop, which runs the handler."""
         self.service = service
-        self.slot = deadlines.slot()  # that thread's: a deadline for time_remaining()
+        self.slot = deadlines.this_slot()  # that thread's: a deadline for time_remaining()
         self.loop: asyncio.AbstractEventLoop | None = None
         # A lambda, not functools.partial: Python calling Python stays in one eval loop,
         # while a call through partial (C) costs a frame of its own on every request.
@@ -365,8 +374,8 @@ class Inline(OneService):
 
     def submit(self, request: Request) -> bytes | Ending:
         # The body alone: no Reply to build, inline, where this is the whole request.
-        # Set for every request (NONE, if it has none), never cleared: nothing but the
-        # handler runs in this thread between two requests.
+        # Set for every request (NO_DEADLINE, if it has none), never cleared: between two
+        # requests only the poll loop runs in this thread, and it never reads it.
         deadline = self.slot.deadline = request.deadline
         # Read just now, so it waited for nothing: only one that came with no time has passed.
         if deadline == PASSED:

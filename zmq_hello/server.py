@@ -93,6 +93,10 @@ POLL_INTERVAL_MS = 1000  # a safety net only: workers and signals wake the poll 
 # client's for all services, everyone's. Past them a request is refused at once.
 LIMITS = Limits(per_queue=64, per_client=256, total=10_000)
 
+# Services counted apart in the summary's expired requests; the rest count as one.
+MAX_EXPIRED_NAMES = 100
+OTHER_SERVICES = b"other services"
+
 log = logging.getLogger("server")
 
 
@@ -212,7 +216,7 @@ class Server:
                     elif isinstance(ended, Reply):
                         self.deliver(ended.route, ended.body)
                     elif isinstance(ended, Expired):
-                        self.past_deadline(ended)
+                        self.count_expired(ended)
                     else:  # refused, and MDP has no error reply
                         self.unanswered(ended)
                     self.in_flight -= 1
@@ -249,15 +253,17 @@ class Server:
                 self.deliver(route, body)
                 self.in_flight -= final
             elif isinstance(ending, Expired):
-                self.past_deadline(ending)
+                self.count_expired(ending)
                 self.in_flight -= 1
             else:  # an MDP client's: counted; the core logged why
                 self.counts["unanswered"] += 1
                 self.in_flight -= 1
 
-    def past_deadline(self, ending: Expired) -> None:
+    def count_expired(self, ending: Expired) -> None:
         """A request not run, its caller gone (or about to be): counted and logged."""
-        self.expired[ending.service] += 1
+        # Clients name services: past a bound, new names are counted together.
+        known = ending.service in self.expired or len(self.expired) < MAX_EXPIRED_NAMES
+        self.expired[ending.service if known else OTHER_SERVICES] += 1
         self.incidents.add(
             "requests past their deadline",
             f"did not start a request for service '{printable(ending.service)}' from "

@@ -122,7 +122,7 @@ class Worker:
         ]
         self.jobs: deque[Job] = deque()
         # Made in the main thread, which runs every handler: where their deadline goes.
-        self.slot = deadlines.slot()
+        self.slot = deadlines.this_slot()
         # The sockets belong to the thread holding the baton: the main thread, but while
         # a handler runs, when the heartbeat thread may take it (beat()). Handed over
         # with a lock, a socket moves between threads behind the memory barrier that
@@ -372,7 +372,7 @@ class Worker:
             log.warning("did not run a request whose caller's deadline had passed")
             return ERROR_PREFIX + b"deadline passed before a worker started it"
         # Set for every request, never cleared: only handlers run in this thread's context.
-        self.slot.deadline = deadlines.NONE if deadline is None else deadline
+        self.slot.deadline = deadlines.NO_DEADLINE if deadline is None else deadline
         if self.loop is None:
             reply = handlers.call(self.settings.handler, request)
         else:
