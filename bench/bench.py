@@ -80,7 +80,7 @@ TARGETS = {
     "async_client_rps": 0.80,  # AsyncClient, 100 in flight: x a bare zmq.asyncio DEALER
     "client_threads": 1.10,  # one Client, 16 threads x K requests of 0.1 s: wall / K x 0.1 s
     "client_burst": 1.10,  # 1000 AsyncClient requests x 0.5 s async / (0.5 s + zero-work burst)
-    # Deadlines (issue 24): at twice capacity, callers answered in time a second / capacity;
+    # Deadlines (issue 24). At twice capacity, callers answered a second / capacity, at least:
     "overload_rps": 0.90,
     "overload_wasted": 0.05,  # handler calls whose reply nobody took / all, at most
     "deadline_cpu": 1.03,  # inline zero work C = 100: CPU per request with / without a deadline
