@@ -9,6 +9,7 @@ remaining tells the handler's time_remaining(); relay calls another server.
 import asyncio
 import os
 import signal
+import sys
 import time
 
 from zmq_hello import Client, NoReply, time_remaining
@@ -39,6 +40,11 @@ async def echo_async(request: bytes) -> bytes:
         raise RuntimeError("boom")
     await asyncio.sleep(seconds(request))
     return request
+
+
+def loaded_modules(request: bytes) -> bytes:
+    """Whether the module named by the request is loaded in the process that runs this."""
+    return str(request.decode() in sys.modules).encode()
 
 
 def big(request: bytes) -> bytes:

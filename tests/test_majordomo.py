@@ -49,8 +49,8 @@ def frames_of(client: bytes, token: bytes, body: bytes, dialect: str | None, ser
 
 def read(core: Majordomo, frames: list[bytes]) -> Request | Handled:
     """The front door, as the poll loop calls it."""
-    return split_request(frames) or majordomo.client_request(
-        frames, len(frames), core.serves, MAX_FRAMES
+    return split_request(frames, 0.0) or majordomo.client_request(
+        frames, len(frames), core.serves, MAX_FRAMES, 0.0
     )
 
 
@@ -92,7 +92,7 @@ def test_a_request_goes_to_a_worker_and_its_final_to_the_client():
     # Text, never a NUL: the guide's C++ worker reads this frame as a C string.
     assert b"\0" not in parsed.address and parsed.address.startswith(b"k.")
     core.worker_message(0.1, [b"w1", *mdp.build(W02, mdp.FINAL, parsed.address, b"pong")], 6)
-    assert core.endings == [Reply([b"c1", b"t1", b""], b"pong", True)]
+    assert core.endings == [Reply([b"c1", b"t1", b""], b"pong", True, request)]
     assert core.news == [News(b"w1", REGISTERED), News(b"w1", SERVED)]
 
 
@@ -127,7 +127,8 @@ def test_mdp_clients_get_no_error_reply_and_plain_ones_do():
     mdp_client = [read(core, frames_of(b"c2", b"u%d" % n, b"x", "RFC 18", b"s")) for n in range(2)]
     assert core.submit(0.0, plain[0]) is None  # type: ignore[arg-type]
     error = core.submit(0.0, plain[1])  # type: ignore[arg-type]
-    assert error == Reply([b"c1", b"t1", b""], ERROR_PREFIX + b"too many requests from this client")
+    too_many = ERROR_PREFIX + b"too many requests from this client"
+    assert error == Reply([b"c1", b"t1", b""], too_many, True, plain[1])  # type: ignore[arg-type]
     assert core.submit(0.0, mdp_client[0]) is None  # type: ignore[arg-type]
     ending = core.submit(0.0, mdp_client[1])  # type: ignore[arg-type]
     assert isinstance(ending, Unanswered) and ending.request is mdp_client[1]
@@ -155,7 +156,8 @@ def test_a_request_whose_worker_dies_runs_once_more_then_fails():
     ready(core, 1.0, b"w2", b"hello")
     assert sent(core)[0][0] == b"w2"
     core.unreachable(2.0, [b"w2", *mdp.build(W02, mdp.HEARTBEAT)])
-    assert core.endings == [Reply([b"c1", b"t", b""], ERROR_PREFIX + b"worker failed", True)]
+    failed = ERROR_PREFIX + b"worker failed"
+    assert core.endings == [Reply([b"c1", b"t", b""], failed, True, request)]  # type: ignore[arg-type]
 
 
 def test_a_worker_that_leaves_before_its_request_gives_it_back_with_no_mark():

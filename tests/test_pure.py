@@ -123,8 +123,8 @@ def test_framing_names_its_version_for_the_log():
     ],
 )
 def test_split_request_keeps_the_route_for_the_reply(frames, route, body):
-    assert split_request(frames) == Request(route, body)
-    assert split_request(frames).client == b"id"
+    assert split_request(frames, 0.0) == Request(route, body)
+    assert split_request(frames, 0.0).client == b"id"
 
 
 @pytest.mark.parametrize(
@@ -137,7 +137,7 @@ def test_split_request_keeps_the_route_for_the_reply(frames, route, body):
     ],
 )
 def test_split_request_refuses_malformed_envelopes(frames):
-    assert split_request(frames) is None
+    assert split_request(frames, 0.0) is None
 
 
 @pytest.mark.parametrize(
@@ -258,15 +258,15 @@ RID = b"\x00k\x8bEg"  # a routing id as ROUTER makes them
     ],
 )
 def test_each_client_dialect_is_recognised_and_answered_in_kind(frames, dialect, final, partial):
-    assert split_request(frames) is None  # never taken for a plain request
-    request = mdp.client_request(frames)
+    assert split_request(frames, 0.0) is None  # never taken for a plain request
+    request = mdp.client_request(frames, 0.0)
     assert (request.dialect, request.service, request.body) == (dialect, b"echo", b"body")
     assert request.route == final
     assert dialect.partial_route(request) == partial
 
 
 def test_an_mdp_request_keeps_every_body_frame():
-    request = mdp.client_request([RID, b"", b"MDPC01", b"echo", b"a", b"b", b"c"])
+    request = mdp.client_request([RID, b"", b"MDPC01", b"echo", b"a", b"b", b"c"], 0.0)
     assert (request.body_head, request.body) == ((b"a", b"b"), b"c")
 
 
@@ -286,13 +286,13 @@ def test_an_mdp_request_keeps_every_body_frame():
 )
 def test_what_is_not_an_mdp_request(frames, says):
     if says is None:
-        assert mdp.client_request(frames) is None
+        assert mdp.client_request(frames, 0.0) is None
     else:
-        assert split_request(frames) is None  # malformed MDP is never a plain request
+        assert split_request(frames, 0.0) is None  # malformed MDP is never a plain request
         with pytest.raises(mdp.ProtocolError, match=says):
-            mdp.client_request(frames)
+            mdp.client_request(frames, 0.0)
 
 
 def test_mdp_0_1_has_no_partial_replies():
-    request = mdp.client_request([RID, b"", b"MDPC01", b"echo", b"body"])
+    request = mdp.client_request([RID, b"", b"MDPC01", b"echo", b"body"], 0.0)
     assert mdp.MDP01.partial_route(request) is None

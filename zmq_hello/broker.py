@@ -19,7 +19,7 @@ from zmq_hello import wire
 from zmq_hello.envelope import Ending, Request
 from zmq_hello.incidents import Incidents
 from zmq_hello.majordomo import MAX_FRAMES, Majordomo
-from zmq_hello.runners import NO_ENDINGS, Status
+from zmq_hello.runners import NO_ENDINGS, Load, Status
 
 if TYPE_CHECKING:
     from zmq_hello.supervisor import Supervisor
@@ -117,6 +117,15 @@ class Broker:
 
     def status(self) -> Status:
         return Status(self.core.waiting(), self.core.describe())
+
+    def loads(self) -> list[Load]:
+        # A copy first: the poll loop may add or forget a service meanwhile.
+        loads = []
+        for service in list(self.core.services.values()):
+            idle = len(service.scheduler.free)
+            busy = max(0, service.workers - idle)  # a worker registering is counted first
+            loads.append(Load(service.name, service.scheduler.queued, idle, busy))
+        return loads
 
     def stop(self, abandon: bool = False) -> None:
         """DISCONNECT to every worker; local ones ended (killed, if abandoning)."""

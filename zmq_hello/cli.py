@@ -7,7 +7,8 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from types import ModuleType
+from typing import NamedTuple, NoReturn
 
 
 def program() -> str:
@@ -84,3 +85,46 @@ def curve_keys(
     if secret is None:
         parser.error(f"{secret_file} holds no secret key (use NAME.key_secret)")
     return public, secret, server_public
+
+
+class Address(NamedTuple):
+    """Where --metrics serves its page."""
+
+    host: str
+    port: int
+
+
+def metrics_address(text: str) -> Address:
+    """An argparse type: HOST:PORT ([HOST]:PORT for IPv6); port 0 picks a free one."""
+    host, _, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, as 127.0.0.1:9105, got {text!r}")
+    return Address(host, int(port))
+
+
+def add_metrics_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--metrics",
+        type=metrics_address,
+        metavar="HOST:PORT",
+        help=f"serve Prometheus metrics ({what}) at http://HOST:PORT/metrics, port 0 for a "
+        "free one; needs prometheus-client (the extra 'metrics'). Anyone who can reach the "
+        "address can read them: keep it on loopback or a private network (docs/metrics.md)",
+    )
+
+
+def import_metrics(parser: argparse.ArgumentParser) -> ModuleType:
+    """zmq_hello.metrics, for --metrics; without prometheus-client, exit 2 saying what to
+    install (one line)."""
+    try:
+        from zmq_hello import metrics
+    except ModuleNotFoundError as exc:
+        if exc.name != "prometheus_client":
+            raise
+        parser.exit(
+            2,
+            f"{parser.prog}: error: --metrics needs prometheus-client: python -m pip install "
+            "'prometheus-client>=0.20' (in a checkout: python -m pip install '.[metrics]')\n",
+        )
+    return metrics

@@ -97,15 +97,15 @@ def token_of(frame: bytes) -> bytes:
     return frame[:TOKEN_BYTES] if len(frame) == CALL_FRAME_BYTES else frame
 
 
-def from_call_frame(frame: bytes) -> float:
-    """The deadline a call frame carries, on this process's clock from now; NO_DEADLINE if the
-    frame carries none, PASSED if its caller had no time left to give."""
+def from_call_frame(frame: bytes, now: float) -> float:
+    """The deadline a call frame read at now carries, on this process's clock; NO_DEADLINE
+    if the frame carries none, PASSED if its caller had no time left to give."""
     if len(frame) != CALL_FRAME_BYTES:
         return NO_DEADLINE
     mark, ms = unpack_call_frame(frame)
     if mark != MARK:
         return NO_DEADLINE
-    return monotonic() + ms * 0.001 if ms else PASSED
+    return now + ms * 0.001 if ms else PASSED
 
 
 def with_deadline(address: bytes, seconds: float) -> bytes:

@@ -16,7 +16,6 @@ from zmq_hello.deadlines import (
     MARK,
     NO_DEADLINE,
     PASSED,
-    monotonic,
     unpack_call_frame,
 )
 
@@ -33,7 +32,7 @@ MDP_CLIENT_HEADERS = frozenset((MDPC01, MDPC02))
 # more than everything else a reply is (callgrind: 2k instructions of 50k a request).
 # Used where a Request is made on a hot path (split_request() below, for a plain client;
 # mdp.client_request(), for an MDP one), each naming its fields in order beside it, and
-# where a Reply (route, body, final) is.
+# where a Reply (route, body, final, request) is.
 construct = tuple.__new__
 
 
@@ -75,6 +74,7 @@ class Request(NamedTuple):
     body_head: tuple[bytes, ...] = ()  # an MDP request's body frames before the last
     # When its caller gives up (time.monotonic()); deadlines.NO_DEADLINE if it carries none.
     deadline: float = NO_DEADLINE
+    received: float = 0.0  # when the server read it (time.monotonic()): where its time starts
 
     @property
     def client(self) -> bytes:
@@ -88,11 +88,14 @@ class Reply(NamedTuple):
     route: list[bytes]
     body: bytes
     final: bool = True  # False for a worker's PARTIAL: more replies to the request follow
+    request: Request | None = None  # the request it answers; None for the front door's own
 
 
-def reply(route: list[bytes], body: bytes, final: bool = True) -> Reply:
-    """Reply(route, body, final), at the cost of a tuple: every answer's hot path."""
-    return construct(Reply, (route, body, final))
+def reply(
+    route: list[bytes], body: bytes, final: bool = True, request: Request | None = None
+) -> Reply:
+    """Reply(route, body, final, request), at the cost of a tuple: every answer's hot path."""
+    return construct(Reply, (route, body, final, request))
 
 
 class Unanswered(NamedTuple):
@@ -115,10 +118,10 @@ class Expired(NamedTuple):
 Ending = Reply | Unanswered | Expired  # what becomes of a request, as a runner hands it back
 
 
-def split_request(frames: list[bytes]) -> Request | None:
-    """[routing_id, *envelope, body] as a plain client's Request; None if it is not one
-    (malformed, or an MDP client's request: see mdp.client_request). A call frame's
-    deadline (zmq_hello.deadlines) starts now.
+def split_request(frames: list[bytes], now: float) -> Request | None:
+    """[routing_id, *envelope, body], read at now, as a plain client's Request; None if it
+    is not one (malformed, or an MDP client's request: see mdp.client_request). A call
+    frame's deadline (zmq_hello.deadlines) starts now.
 
     A non-empty envelope must end in the empty delimiter, as REQ and client.py send it,
     and hold no MDP client header: with one, the frames after it are MDP's.
@@ -133,9 +136,10 @@ def split_request(frames: list[bytes]) -> Request | None:
             # deadlines.from_call_frame(), spelled out: a call costs 10 % of what this does.
             mark, ms = unpack_call_frame(call)
             if mark == MARK:
-                deadline = monotonic() + ms * 0.001 if ms else PASSED
-                return construct(Request, (route, body, b"", None, (), deadline))
-    return construct(Request, (route, body, b"", None, (), NO_DEADLINE))  # service ... deadline
+                deadline = now + ms * 0.001 if ms else PASSED
+                return construct(Request, (route, body, b"", None, (), deadline, now))
+    # Fields in order: route, body, service, dialect, body_head, deadline, received.
+    return construct(Request, (route, body, b"", None, (), NO_DEADLINE, now))
 
 
 def printable(data: bytes, limit: int = LOG_BODY_BYTES) -> str:

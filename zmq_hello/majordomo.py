@@ -70,6 +70,8 @@ MAX_FRAMES = 32  # frames kept of a worker's message: MDP needs 7, more is hosti
 SERVICES_SHOWN = 10  # in the summary line, the busiest first
 MAX_NAME_SHOWN = 100  # characters of a worker's address or a service's name in a log line
 TOO_MANY = "too many requests from this client"
+# Why a request that waited out no_worker_timeout ends: an expiry, as metrics count it.
+NO_WORKER = "no worker for this service"
 BUSY = "server busy: too many requests waiting"
 
 
@@ -119,19 +121,24 @@ def refuse(request: Request, why: str) -> Ending:
     """How a request the server cannot serve ends: ERROR: why, for a plain client; for an
     MDP client, nothing (MDP has no error reply; its own timeout ends its wait)."""
     if request.dialect is None:
-        return reply(request.route, ERROR_PREFIX + why.encode())
+        return reply(request.route, ERROR_PREFIX + why.encode(), True, request)
     return Unanswered(request, why)
 
 
 def client_request(
-    frames: list[bytes], frame_count: int, serves: Callable[[bytes], bool], max_frames: int
+    frames: list[bytes],
+    frame_count: int,
+    serves: Callable[[bytes], bool],
+    max_frames: int,
+    now: float,
 ) -> Request | Handled:
-    """Frames that are not a plain request ([routing_id, ...], frame_count in all): an
+    """Frames that are not a plain request ([routing_id, ...], frame_count in all), read at
+    now: an
     MDP client's Request, or what the front door does with them itself. serves(service):
     whether a worker serves it now, for mmi.service."""
     routing_id = frames[0]
     try:
-        request = mdp.client_request(frames)
+        request = mdp.client_request(frames, now)
         if request and frame_count > max_frames:
             raise mdp.ProtocolError(f"over {max_frames} frames")
     except mdp.ProtocolError as exc:
@@ -353,7 +360,8 @@ class Majordomo:
             and frames[1:-3] == worker.final_head
         ):
             worker.expires = now + self.patience
-            self.endings.append(construct(Reply, (request.route, frames[-1], True)))  # no call
+            # Reply(route, body, final, request), with no call.
+            self.endings.append(construct(Reply, (request.route, frames[-1], True, request)))
             self.finished(now, worker)
             return
         frames = frames[1:]
@@ -401,7 +409,8 @@ class Majordomo:
             if route is not None:
                 # A reply of several frames keeps them: all but the last travel as envelope.
                 *envelope, body = message.body
-                self.endings.append(reply(route + envelope if envelope else route, body, final))
+                route = route + envelope if envelope else route
+                self.endings.append(reply(route, body, final, request))
             if final:
                 self.finished(now, worker)
         elif command == mdp.DISCONNECT:
@@ -617,7 +626,7 @@ class Majordomo:
                     self.endings.append(self.give_up(service, request))
                     continue
                 self.reruns.pop(id(request), None)
-                self.endings.append(refuse(request, "no worker for this service"))
+                self.endings.append(refuse(request, NO_WORKER))
                 self.expired += 1
                 self.incidents.append(
                     Incident(

@@ -184,8 +184,8 @@ MAJORTOMO = Dialect("MDP/0.2 (majortomo)", MDPC02, b"\x02", b"\x03", b"\x04", Fa
 DIALECTS_02 = {RFC18.request: RFC18, MAJORTOMO.request: MAJORTOMO}
 
 
-def client_request(frames: list[bytes]) -> Request | None:
-    """An MDP client's request from what the frontend received ([routing_id, ...]): a
+def client_request(frames: list[bytes], now: float) -> Request | None:
+    """An MDP client's request from what the frontend received at now ([routing_id, ...]): a
     Request whose route carries the reply's MDP frames; None if the frames are not MDP
     at all; ProtocolError if they are MDP but malformed."""
     count = len(frames)
@@ -224,6 +224,6 @@ def client_request(frames: list[bytes]) -> Request | None:
         route.append(service)
     body_head = tuple(frames[at + 1 : -1]) if count > at + 2 else ()
     # client.py's call frame ([routing_id, call frame, b"", header, ...]) may carry a deadline.
-    deadline = from_call_frame(frames[1]) if start == 3 else NO_DEADLINE
-    # Fields in order: route, body, service, dialect, body_head, deadline.
-    return construct(Request, (route, frames[-1], service, dialect, body_head, deadline))
+    deadline = from_call_frame(frames[1], now) if start == 3 else NO_DEADLINE
+    # Fields in order: route, body, service, dialect, body_head, deadline, received.
+    return construct(Request, (route, frames[-1], service, dialect, body_head, deadline, now))

@@ -49,6 +49,16 @@ class Status(NamedTuple):
     workers: str  # the workers now: '4 threads, 1 busy'
 
 
+class Load(NamedTuple):
+    """One service's requests and workers now, for metrics: read from the scraping thread,
+    so made of counts that are each read in one step (and may be a moment apart)."""
+
+    service: bytes
+    waiting: int  # requests taken and not yet started
+    idle: int  # workers with no request
+    busy: int  # workers running a request: the requests running
+
+
 class Runner(Protocol):
     """What the poll loop needs of a mode: requests in, endings out, a summary, a stop."""
 
@@ -80,6 +90,10 @@ class Runner(Protocol):
         ...
 
     def status(self) -> Status: ...
+
+    def loads(self) -> list[Load]:
+        """Each service's load now. Called from another thread (metrics): reads only."""
+        ...
 
     def stop(self, abandon: bool = False) -> None:
         """Once nothing is in flight: end the workers. abandon: the stop's grace is over
@@ -186,8 +200,9 @@ class Pool(OneService):
             self.free += 1
             return None
 
-    def done(self, route: list[bytes], body: bytes) -> None:
-        self.finished.put(construct(Reply, (route, body, True)))  # Reply, without a call
+    def done(self, request: Request, body: bytes) -> None:
+        # Reply(route, body, final, request), without a call.
+        self.finished.put(construct(Reply, (request.route, body, True, request)))
         self.waker.wake()
 
     def starts(self, request: Request, waited: bool, now: float) -> bool:
@@ -216,6 +231,10 @@ class Pool(OneService):
     def status(self) -> Status:
         busy = self.count - self.free
         return Status(self.scheduler.queued, f"{self.count} {self.kind}, {busy} busy")
+
+    def loads(self) -> list[Load]:
+        free = self.free
+        return [Load(self.service, self.scheduler.queued, free, self.count - free)]
 
 
 class Threads(Pool):
@@ -250,7 +269,7 @@ class Threads(Pool):
             waited = False  # handed over at once; the next ones waited for this thread
             while request is not None:
                 if request.deadline == NO_DEADLINE:
-                    self.done(request.route, handlers.call(self.handler, request.body))
+                    self.done(request, handlers.call(self.handler, request.body))
                 else:
                     self.run_with_deadline(request, waited, slot)
                 request = self.next_request()
@@ -268,7 +287,7 @@ class Threads(Pool):
         finally:
             slot.deadline = NO_DEADLINE
         self.pace.timed(monotonic() - started)
-        self.done(request.route, body)
+        self.done(request, body)
 
     def stop(self, abandon: bool = False) -> None:
         """Let each thread finish its request, and join them all; abandoning, leave them:
@@ -317,7 +336,7 @@ class Tasks(Pool):
 
     async def run(self, request: Request, waited: bool) -> None:
         if request.deadline == NO_DEADLINE:
-            self.done(request.route, await handlers.call_async(self.handler, request.body))
+            self.done(request, await handlers.call_async(self.handler, request.body))
         else:
             await self.run_with_deadline(request, waited)
         if (waiting := self.next_request()) is not None:
@@ -336,7 +355,7 @@ class Tasks(Pool):
         finally:
             slot.deadline = NO_DEADLINE  # the task this one starts next has its context
         self.pace.timed(monotonic() - started)
-        self.done(request.route, body)
+        self.done(request, body)
 
     def stop(self, abandon: bool = False) -> None:
         if abandon:
@@ -362,6 +381,7 @@ class Inline(OneService):
         """Made in the thread of the poll loop, which runs the handler."""
         self.service = service
         self.slot = deadlines.this_slot()  # that thread's: a deadline for time_remaining()
+        self.busy = 0  # 1 while the handler runs: for metrics, read from another thread
         self.loop: asyncio.AbstractEventLoop | None = None
         # A lambda, not functools.partial: Python calling Python stays in one eval loop,
         # while a call through partial (C) costs a frame of its own on every request.
@@ -380,7 +400,10 @@ class Inline(OneService):
         # Read just now, so it waited for nothing: only one that came with no time has passed.
         if deadline == PASSED:
             return Expired(request, self.service)
-        return self.answer(request.body)
+        self.busy = 1
+        body = self.answer(request.body)
+        self.busy = 0
+        return body
 
     def collect(self, ready: dict | None, stopping: bool = False) -> list[Ending]:
         return NO_ENDINGS
@@ -390,6 +413,10 @@ class Inline(OneService):
 
     def status(self) -> Status:
         return Status(0, "none (inline)")
+
+    def loads(self) -> list[Load]:
+        busy = self.busy  # the poll loop's thread is the one worker
+        return [Load(self.service, 0, 1 - busy, busy)]
 
     def stop(self, abandon: bool = False) -> None:
         if self.loop:

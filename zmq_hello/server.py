@@ -40,7 +40,15 @@ import zmq
 
 from zmq_hello import handlers, majordomo, wire
 from zmq_hello.broker import Broker
-from zmq_hello.cli import MIN_INTERVAL, OneLineErrorParser, count, program, run_program
+from zmq_hello.cli import (
+    MIN_INTERVAL,
+    OneLineErrorParser,
+    add_metrics_argument,
+    count,
+    import_metrics,
+    program,
+    run_program,
+)
 from zmq_hello.envelope import (
     ERROR_PREFIX,
     MAX_FRAMES,
@@ -53,7 +61,7 @@ from zmq_hello.envelope import (
     split_request,
 )
 from zmq_hello.incidents import Incidents
-from zmq_hello.majordomo import Handled, Majordomo
+from zmq_hello.majordomo import NO_WORKER, Handled, Majordomo
 from zmq_hello.output import say
 from zmq_hello.runners import Inline, Runner, Tasks, Threads, Waker
 from zmq_hello.scheduler import Limits
@@ -74,6 +82,7 @@ from zmq_hello.sockets import (
     start_authenticator,
 )
 from zmq_hello.supervisor import SOCKET_NAME, Supervisor, private_directory
+from zmq_hello.tally import ANSWERED, DROPPED, ERROR, EXPIRED, UNANSWERED, Tally
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 # Threads that wait (on a database, a disk, another service) cost next to nothing, so
@@ -96,8 +105,11 @@ LIMITS = Limits(per_queue=64, per_client=256, total=10_000)
 # Services counted apart in the summary's expired requests; the rest count as one.
 MAX_EXPIRED_NAMES = 100
 OTHER_SERVICES = b"other services"
+# The reply to a plain client whose request waited out --no-worker-timeout: an expiry.
+NO_WORKER_REPLY = ERROR_PREFIX + NO_WORKER.encode()
 
 log = logging.getLogger("server")
+monotonic = time.monotonic
 
 
 class Server:
@@ -119,7 +131,9 @@ class Server:
         incidents: Incidents,
         quiet: bool,
         graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+        tally: Tally | None = None,
     ) -> None:
+        """tally: where each request's outcome is counted by service, for --metrics."""
         self.frontend = frontend
         self.runner = runner
         self.waker = waker
@@ -127,11 +141,13 @@ class Server:
         self.quiet = quiet
         self.graceful_timeout = graceful_timeout
         self.in_flight = 0  # requests taken and not yet answered: this loop counts them
-        self.counts: Counter[str] = Counter()  # answered, error replies, dropped replies
+        self.counts: Counter[str] = Counter()  # replies answered, error, dropped; unanswered
+        self.tally = tally
         self.expired: Counter[bytes] = Counter()  # requests past their deadline, by service
         self.stopped_by = ""  # the signal that asked the server to stop
         self.deadline = float("inf")  # when requests still in flight are abandoned
         self.summary_requested = False
+        self.metrics_url = ""  # where --metrics serves its page, announced with the endpoint
 
     def serve(self) -> int:
         """The poll loop; 0 once every request taken is answered, 1 if some were abandoned."""
@@ -141,6 +157,8 @@ class Server:
         for socket in self.runner.sockets:
             poller.register(socket, zmq.POLLIN)
         say(f"Listening on {self.frontend.getsockopt_string(zmq.LAST_ENDPOINT)}")
+        if self.metrics_url:
+            say(f"Metrics on {self.metrics_url}")
 
         accepting = True
         next_report = 0.0
@@ -200,11 +218,12 @@ class Server:
 
     def read_requests(self) -> None:
         """Read what is waiting, up to a batch: one hand-over to the workers serves it all."""
-        frontend, submit = self.frontend, self.runner.submit
+        frontend, submit, tally = self.frontend, self.runner.submit, self.tally
         for _ in range(wire.READ_BATCH):
             # Past MAX_FRAMES the rest is read but not kept: split_request() refuses it.
             frames, frame_count = wire.receive(frontend, MAX_FRAMES + 1)
-            request = split_request(frames) or self.not_plain(frames, frame_count)
+            now = monotonic()
+            request = split_request(frames, now) or self.not_plain(frames, frame_count, now)
             if request:
                 if not self.quiet:
                     shown = f"{printable(request.client)}: {printable(request.body)}"
@@ -212,23 +231,26 @@ class Server:
                 self.in_flight += 1
                 if (ended := submit(request)) is not None:  # inline, or refused: at once
                     if isinstance(ended, bytes):  # the body of its reply, from an inline handler
-                        self.deliver(request.route, ended)
+                        outcome = self.deliver(request.route, ended)
                     elif isinstance(ended, Reply):
-                        self.deliver(ended.route, ended.body)
+                        outcome = self.deliver(ended.route, ended.body)
                     elif isinstance(ended, Expired):
-                        self.count_expired(ended)
+                        outcome = self.count_expired(ended)
                     else:  # refused, and MDP has no error reply
-                        self.unanswered(ended)
+                        outcome = self.unanswered(ended)
                     self.in_flight -= 1
+                    if tally is not None:
+                        tally.ended(request, outcome)
             if not wire.readable(frontend):
                 break
         if endings := self.runner.collect(None):
             self.end_all(endings)
 
-    def not_plain(self, frames: list[bytes], frame_count: int) -> Request | None:
+    def not_plain(self, frames: list[bytes], frame_count: int, now: float) -> Request | None:
         """An MDP client's request, or None once the front door has dealt with the frames
         (mmi. answered, a malformed plain request answered with an error, logged)."""
-        outcome = majordomo.client_request(frames, frame_count, self.runner.serves, MAX_FRAMES)
+        serves = self.runner.serves
+        outcome = majordomo.client_request(frames, frame_count, serves, MAX_FRAMES, now)
         if isinstance(outcome, Handled):
             if outcome.incident:
                 self.incidents.record(outcome.incident)
@@ -236,30 +258,43 @@ class Server:
                 self.deliver(outcome.reply.route, outcome.reply.body)
             return None
         if not self.runner.accepts(outcome):
-            self.unanswered(Unanswered(outcome, "no worker here serves it"))
+            ending = Unanswered(outcome, "no worker here serves it")
+            self.unanswered(ending)
+            if self.tally is not None:
+                self.tally.ended(outcome, UNANSWERED)
             return None
         return outcome
 
-    def unanswered(self, ending: Unanswered) -> None:
+    def unanswered(self, ending: Unanswered) -> str:
         """An MDP client's request refused with no reply (MDP has none for errors): logged,
         and counted. One that ends later (expired, its worker failed) has its own log."""
         self.incidents.record(majordomo.unanswered_incident(ending))
-        self.counts["unanswered"] += 1
+        self.counts[UNANSWERED] += 1
+        return UNANSWERED
 
     def end_all(self, endings: list[Ending]) -> None:
+        tally = self.tally
         for ending in endings:
-            if ending.__class__ is Reply:
-                route, body, final = ending
-                self.deliver(route, body)
-                self.in_flight -= final
+            if isinstance(ending, Reply):
+                route, body, final, request = ending
+                outcome = self.deliver(route, body)
+                if not final:
+                    continue
+                # A plain client's request that waited out --no-worker-timeout is told
+                # so, and counted as expired (as an MDP client's is).
+                if outcome == ERROR and body == NO_WORKER_REPLY:
+                    outcome = EXPIRED
             elif isinstance(ending, Expired):
-                self.count_expired(ending)
-                self.in_flight -= 1
+                request, outcome = ending.request, self.count_expired(ending)
             else:  # an MDP client's: counted; the core logged why
-                self.counts["unanswered"] += 1
-                self.in_flight -= 1
+                self.counts[UNANSWERED] += 1
+                request = ending.request
+                outcome = EXPIRED if ending.why == NO_WORKER else UNANSWERED
+            self.in_flight -= 1
+            if tally is not None and request is not None:
+                tally.ended(request, outcome)
 
-    def count_expired(self, ending: Expired) -> None:
+    def count_expired(self, ending: Expired) -> str:
         """A request not run, its caller gone (or about to be): counted and logged."""
         # Clients name services: past a bound, new names are counted together.
         known = ending.service in self.expired or len(self.expired) < MAX_EXPIRED_NAMES
@@ -270,9 +305,11 @@ class Server:
             f"{printable(ending.request.client)}: its caller's deadline is past, or too "
             "near for a handler to answer in time",
         )
+        return EXPIRED
 
-    def deliver(self, route: list[bytes], body: bytes) -> None:
-        """Send without ever blocking the loop; a reply that cannot leave is logged."""
+    def deliver(self, route: list[bytes], body: bytes) -> str:
+        """Send without ever blocking the loop; a reply that cannot leave is logged. How
+        it went: ANSWERED, ERROR (an error reply) or DROPPED."""
         try:
             wire.send_routed(self.frontend, route, body)
         except zmq.ZMQError as exc:
@@ -283,11 +320,13 @@ class Server:
             self.incidents.add(
                 "dropped replies", f"dropped a reply to {printable(route[0])}: {reason}"
             )
-            self.counts["dropped"] += 1
-            return
-        self.counts["errors" if body.startswith(ERROR_PREFIX) else "answered"] += 1
+            self.counts[DROPPED] += 1
+            return DROPPED
+        outcome = ERROR if body.startswith(ERROR_PREFIX) else ANSWERED
+        self.counts[outcome] += 1
         if not self.quiet:
             say(f"Sent reply to {printable(route[0])}")
+        return outcome
 
     def report(self) -> None:
         """Once a second: accept failures from the monitor, repeats of incidents, and the
@@ -316,7 +355,7 @@ class Server:
         return (
             f"workers: {workers}; requests: {waiting} waiting, "
             f"{self.in_flight - waiting} running; since start: {self.counts['answered']} "
-            f"answered, {self.counts['errors']} error replies, {self.counts['dropped']} dropped, "
+            f"answered, {self.counts['error']} error replies, {self.counts['dropped']} dropped, "
             f"{expired_text}, {self.counts['unanswered']} MDP requests unanswered"
         )
 
@@ -456,6 +495,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"abandon them and exit 1, local worker processes killed (default "
         f"{DEFAULT_GRACEFUL_TIMEOUT:g})",
     )
+    add_metrics_argument(parser, "requests by service and outcome, their duration, queues, workers")
     add_security_arguments(parser)
     add_worker_arguments(parser)
     args = parser.parse_args(argv)
@@ -467,11 +507,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--graceful-timeout must be 0 or more seconds")
     if args.max_message_size < 1024:
         parser.error("--max-message-size must be at least 1024 (ZeroMQ's handshake needs room)")
+    if args.metrics:  # checked before anything starts; without --metrics, never imported
+        import_metrics(parser)
     args.handler_spec = args.handler
     args.handler = handlers.from_arguments(parser, args)
     if args.workers is None and not (args.backend or args.processes):
         args.workers = DEFAULT_ASYNC_WORKERS if handlers.is_async(args.handler) else DEFAULT_WORKERS
     return args
+
+
+def serve_metrics(args: argparse.Namespace, runner: Runner, tally: Tally) -> str:
+    """Start --metrics' page (a thread of prometheus-client's); its URL."""
+    from zmq_hello import metrics
+
+    supervisor = runner.supervisor if isinstance(runner, Broker) else None
+    collector = metrics.ServerCollector(
+        tally.snapshot, runner.loads, lambda: supervisor.restarts if supervisor else 0
+    )
+    return metrics.serve(args.metrics.host, args.metrics.port, collector)
 
 
 def reply_queue(args: argparse.Namespace) -> int:
@@ -527,7 +580,17 @@ def main(argv: list[str] | None = None) -> int:
                     "it may send requests, and read and forge the traffic (see --curve-secret)",
                     endpoint,
                 )
-            server = Server(frontend, runner, waker, incidents, args.quiet, args.graceful_timeout)
+            tally = Tally(args.service.encode(), runner.serves) if args.metrics else None
+            server = Server(
+                frontend, runner, waker, incidents, args.quiet, args.graceful_timeout, tally
+            )
+            if tally is not None:
+                try:
+                    server.metrics_url = serve_metrics(args, runner, tally)
+                except OSError as exc:
+                    where = f"{args.metrics.host}:{args.metrics.port}"
+                    print(f"{program()}: cannot serve metrics on {where}: {exc}", file=sys.stderr)
+                    return 1
             with server.signals_and_monitor():
                 return server.serve()
 

@@ -100,6 +100,7 @@ class Supervisor:
         self.local: list[Local] = []
         self.child_exited = False
         self.next_due = 0.0  # when tend() has something to do, a SIGCHLD aside
+        self.restarts = 0  # worker processes started again after one exited (for metrics)
 
     def start(self) -> None:
         """Take SIGCHLD; the workers start at the first tend(), from the poll loop, so
@@ -112,6 +113,8 @@ class Supervisor:
         self.child_exited = True
 
     def spawn(self, local: Local) -> None:
+        if local.address:  # it has run before
+            self.restarts += 1
         command = self.command
         if self.max_requests:
             # Jitter, so that workers started together do not all leave together.

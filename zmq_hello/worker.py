@@ -38,8 +38,10 @@ from zmq_hello import deadlines, handlers, mdp, wire
 from zmq_hello.cli import (
     MIN_INTERVAL,
     OneLineErrorParser,
+    add_metrics_argument,
     count,
     curve_keys,
+    import_metrics,
     program,
     run_program,
 )
@@ -48,9 +50,12 @@ from zmq_hello.envelope import ERROR_PREFIX
 from zmq_hello.handlers import Handler
 from zmq_hello.output import say
 from zmq_hello.sockets import CLOSE_LINGER_MS, DEFAULT_MAX_REPLY_SIZE, allow_ipv6
+from zmq_hello.tally import ANSWERED, DROPPED, ERROR, EXPIRED, ServiceTally
 
 DEFAULT_CONNECT = "tcp://localhost:5556"
 RECONNECT_MAX = 32.0  # seconds: the longest pause between tries to reach the broker
+# In place of a reply to a request whose caller gave up while it waited here.
+PASSED_REPLY = ERROR_PREFIX + b"deadline passed before a worker started it"
 
 log = logging.getLogger("worker")
 
@@ -68,6 +73,7 @@ class Settings:
     max_requests: int = 0  # leave after answering this many; 0: never
     max_reply_size: int = DEFAULT_MAX_REPLY_SIZE  # the broker's cap on a frame from us
     compact: bool = False  # speak MDP/0.2 compact (mdp.py): a server.py's local worker
+    tally: ServiceTally | None = None  # with --metrics: requests counted, handler timed
 
 
 @dataclass(eq=False)  # by identity: a key of the poll's results
@@ -257,21 +263,34 @@ class Worker:
             reply = self.answer(job.body, job.deadline)
         finally:
             self.baton.acquire()
-        if job.session.socket is job.socket:
+        sent = job.session.socket is job.socket
+        if sent:
             # As in send(), but without a suppress() object per request.
-            try:  # noqa: SIM105
+            try:
                 wire.send_routed(job.socket, [*self.final_head, job.address, b""], reply)
             except zmq.Again:
-                pass
+                sent = False
         else:
             log.warning(
                 "dropped a reply to %s: that broker was lost while the request ran",
                 job.session.endpoint,
             )
+        if self.settings.tally is not None:
+            self.count(reply, sent)
         if self.retiring():
             # Its reply is sent; the requests still waiting here never ran, and a broker
             # told DISCONNECT runs them elsewhere.
             self.jobs.clear()
+
+    def count(self, reply: bytes, sent: bool) -> None:
+        """A request's outcome, for --metrics."""
+        if not sent:
+            outcome = DROPPED
+        elif reply == PASSED_REPLY:
+            outcome = EXPIRED
+        else:
+            outcome = ERROR if reply.startswith(ERROR_PREFIX) else ANSWERED
+        self.settings.tally.outcomes[outcome] += 1  # type: ignore[union-attr]
 
     def beat(self) -> None:
         """The heartbeat thread: while a handler runs, heartbeats to the brokers that
@@ -370,15 +389,18 @@ class Worker:
         request = b"".join(body)
         if deadline is not None and deadline <= time.monotonic():
             log.warning("did not run a request whose caller's deadline had passed")
-            return ERROR_PREFIX + b"deadline passed before a worker started it"
+            return PASSED_REPLY
         # Set for every request, never cleared: only handlers run in this thread's context.
         self.slot.deadline = deadlines.NO_DEADLINE if deadline is None else deadline
+        started = time.monotonic()
         if self.loop is None:
             reply = handlers.call(self.settings.handler, request)
         else:
             reply = self.loop.run_until_complete(
                 handlers.call_async(self.settings.handler, request)
             )
+        if self.settings.tally is not None:
+            self.settings.tally.timed(time.monotonic() - started)
         self.answered += 1
         if len(reply) > self.settings.max_reply_size:
             # Sent as it is, the frame would make the broker drop this connection, and the
@@ -488,7 +510,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="speak MDP/0.2 compact, two frames fewer a message: only server.py (its "
         "--processes workers get this) understands it",
     )
+    add_metrics_argument(parser, "requests by outcome, the handler's duration")
     args = parser.parse_args(argv)
+    if args.metrics:  # checked before anything starts; without --metrics, never imported
+        import_metrics(parser)
     args.connect = args.connect or [DEFAULT_CONNECT]
     if len(set(args.connect)) < len(args.connect):
         parser.error("--connect names the same broker twice")
@@ -515,6 +540,17 @@ def main(argv: list[str] | None = None) -> int:
         args.max_reply_size,
         args.compact,
     )
+    if args.metrics:
+        from zmq_hello import metrics
+
+        settings.tally = ServiceTally()
+        collector = metrics.WorkerCollector(settings.service, settings.tally)
+        try:
+            say(f"Metrics on {metrics.serve(args.metrics.host, args.metrics.port, collector)}")
+        except OSError as exc:
+            where = f"{args.metrics.host}:{args.metrics.port}"
+            print(f"{program()}: cannot serve metrics on {where}: {exc}", file=sys.stderr)
+            return 1
     try:
         return Worker(settings).serve()
     except zmq.ZMQError as exc:  # connect() refuses an endpoint it cannot parse

@@ -1,0 +1,90 @@
+"""What --metrics counts, with no I/O and no dependency: each request's outcome by
+service, and the time from its read to its reply (a histogram). The thread that ends
+requests (the server's poll loop, a worker's main thread) is the only one that writes a
+tally; zmq_hello.metrics reads it from the scraping thread, at each scrape.
+
+Reading while the loop writes takes no lock: each count is an int or a list that one
+step copies whole under the GIL, and counts only grow, so a scrape never sees one go
+down. A scrape may see a request counted by outcome a moment before its time is in the
+histogram: the two are separate metrics, each consistent in itself.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+
+from zmq_hello.envelope import Request
+
+# How a request ends, as the metric's outcome label says it.
+ANSWERED, ERROR, DROPPED, EXPIRED, UNANSWERED = OUTCOMES = (
+    "answered",  # its reply sent
+    "error",  # an error reply sent: the server's (ERROR: ...) or the handler's
+    "dropped",  # a reply the client could not take (gone, or its queue full)
+    "expired",  # not run: its deadline passed, or it waited out --no-worker-timeout
+    "unanswered",  # an MDP client's, ended with nothing sent (MDP has no error reply)
+)
+TIMED = (ANSWERED, ERROR)  # the outcomes whose time the histogram counts
+# Upper bounds in seconds, from a 100 µs inline reply to a 30 s handler (and past it).
+BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+# Services with a label of their own; clients name services, so the rest share one.
+MAX_SERVICE_LABELS = 100
+OTHER = b"other"
+
+monotonic = time.monotonic
+
+
+class ServiceTally:
+    """One service's requests by outcome, and how long those answered took."""
+
+    __slots__ = ("outcomes", "buckets", "seconds")
+
+    def __init__(self) -> None:
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        # Requests answered in each bucket, not cumulative; the last is over BUCKETS[-1].
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.seconds = 0.0  # the sum of their times
+
+    def timed(self, seconds: float) -> None:
+        self.buckets[bisect_left(BUCKETS, seconds)] += 1
+        self.seconds += seconds
+
+
+class Tally:
+    """The server's requests by service and outcome. A service gets a label of its own
+    once a request of it ends while a worker serves it (up to MAX_SERVICE_LABELS); the
+    rest, names that clients made up among them, are counted as OTHER."""
+
+    def __init__(self, default_service: bytes, serves: Callable[[bytes], bool]) -> None:
+        """default_service: plain clients' (--service); serves(name): whether a worker
+        serves name now (Runner.serves)."""
+        self.default = default_service
+        self.serves = serves
+        self.services: dict[bytes, ServiceTally] = {default_service: ServiceTally()}
+        self.other = ServiceTally()
+
+    def ended(self, request: Request, outcome: str) -> None:
+        """A request ended with outcome (one of OUTCOMES), now."""
+        name = request.service or self.default
+        tally = self.services.get(name) or self.labelled(name)
+        tally.outcomes[outcome] += 1
+        if outcome is ANSWERED or outcome is ERROR:  # TIMED, spelled out: every request's path
+            seconds = monotonic() - request.received
+            tally.buckets[bisect_left(BUCKETS, seconds)] += 1
+            tally.seconds += seconds
+
+    def labelled(self, name: bytes) -> ServiceTally:
+        """The tally a service not seen before counts in: its own, if a worker serves it."""
+        if len(self.services) < MAX_SERVICE_LABELS and name != OTHER and self.serves(name):
+            tally = self.services[name] = ServiceTally()
+            return tally
+        return self.other
+
+    def snapshot(self) -> list[tuple[bytes, ServiceTally]]:
+        """(label, tally) for every label, for the scraping thread: the list is a copy,
+        the tallies are live (copy their fields before use)."""
+        return [*self.services.items(), (OTHER, self.other)]
