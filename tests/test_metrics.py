@@ -347,10 +347,10 @@ def test_a_service_gets_its_own_label_only_while_a_worker_serves_it():
         tally.ended(request_for(b"made-up-%d" % n), "expired")  # type: ignore[arg-type]
     tally.ended(request_for(b"real"), "answered")  # type: ignore[arg-type]
     tally.ended(request_for(b""), "answered")  # type: ignore[arg-type]  # a plain client's
-    labels = dict(tally.snapshot())
+    labels = {name: service.read().outcomes for name, service in tally.snapshot()}
     assert set(labels) == {b"hello", b"real", OTHER}
-    assert labels[OTHER].outcomes["expired"] == 300
-    assert labels[b"real"].outcomes["answered"] == labels[b"hello"].outcomes["answered"] == 1
+    assert labels[OTHER]["expired"] == 300
+    assert labels[b"real"]["answered"] == labels[b"hello"]["answered"] == 1
 
 
 def test_labels_stop_at_their_bound_and_other_is_never_a_service_of_its_own():
@@ -358,9 +358,9 @@ def test_labels_stop_at_their_bound_and_other_is_never_a_service_of_its_own():
     for n in range(MAX_SERVICE_LABELS * 2):
         tally.ended(request_for(b"s%d" % n), "answered")  # type: ignore[arg-type]
     tally.ended(request_for(OTHER), "answered")  # type: ignore[arg-type]
-    labels = dict(tally.snapshot())
+    labels = {name: service.read().outcomes for name, service in tally.snapshot()}
     assert len(labels) == MAX_SERVICE_LABELS + 1
-    assert labels[OTHER].outcomes["answered"] == MAX_SERVICE_LABELS + 2
+    assert labels[OTHER]["answered"] == MAX_SERVICE_LABELS + 2
 
 
 @pytest.mark.parametrize(
@@ -369,8 +369,16 @@ def test_labels_stop_at_their_bound_and_other_is_never_a_service_of_its_own():
 )
 def test_a_duration_falls_in_the_first_bucket_whose_bound_it_does_not_exceed(seconds, bucket):
     tally = ServiceTally()
-    tally.timed(seconds)
-    assert tally.buckets.index(1) == bucket and tally.seconds == seconds
+    tally.timed(tally.errors, seconds)
+    reading = tally.read()
+    assert reading.buckets.index(1) == bucket and reading.seconds == seconds
+    assert reading.outcomes == {
+        "answered": 0,
+        "error": 1,
+        "dropped": 0,
+        "expired": 0,
+        "unanswered": 0,
+    }
 
 
 def test_loads_of_unlabelled_services_add_up_under_other():
@@ -393,7 +401,8 @@ def test_loads_of_unlabelled_services_add_up_under_other():
 def test_the_page_is_the_text_format_with_cumulative_buckets():
     tally = Tally(b"hello", lambda name: False)
     for seconds in (0.00005, 0.002, 0.002, 45.0):
-        tally.services[b"hello"].timed(seconds)
+        service = tally.services[b"hello"]
+        service.timed(service.answered, seconds)
     registry = CollectorRegistry()
     registry.register(ServerCollector(tally.snapshot, lambda: [Load(b"hello", 0, 4, 0)], lambda: 3))
     families = {

@@ -75,9 +75,7 @@ def request_metrics(
     )
     duration = HistogramMetricFamily(names.duration, names.duration_help, labels=["service"])
     for name, tally in tallies:
-        # Each a copy in one step (see tally.py): the buckets before the sum, so that a
-        # sum is never ahead of the counts beside it.
-        outcomes, counts, seconds = dict(tally.outcomes), list(tally.buckets), tally.seconds
+        outcomes, counts, seconds = tally.read()
         service = label(name)
         for outcome in OUTCOMES:
             requests.add_metric([service, outcome], outcomes[outcome])

@@ -5,8 +5,8 @@ tally; zmq_hello.metrics reads it from the scraping thread, at each scrape.
 
 Reading while the loop writes takes no lock: each count is an int or a list that one
 step copies whole under the GIL, and counts only grow, so a scrape never sees one go
-down. A scrape may see a request counted by outcome a moment before its time is in the
-histogram: the two are separate metrics, each consistent in itself.
+down. A request answered is counted once, in its duration's bucket, so the count of
+answered requests and the histogram's count come from the same numbers and always agree.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Callable
+from typing import NamedTuple
 
 from zmq_hello.envelope import Request
 
@@ -39,19 +40,39 @@ monotonic = time.monotonic
 
 
 class ServiceTally:
-    """One service's requests by outcome, and how long those answered took."""
+    """One service's requests by outcome, and how long those answered took: for each of
+    the TIMED outcomes a list of counts by duration bucket (not cumulative; the last is
+    over BUCKETS[-1]), which is also its count; the other outcomes, counted plainly."""
 
-    __slots__ = ("outcomes", "buckets", "seconds")
+    __slots__ = ("answered", "errors", "untimed", "seconds")
 
     def __init__(self) -> None:
-        self.outcomes = dict.fromkeys(OUTCOMES, 0)
-        # Requests answered in each bucket, not cumulative; the last is over BUCKETS[-1].
-        self.buckets = [0] * (len(BUCKETS) + 1)
-        self.seconds = 0.0  # the sum of their times
+        self.answered = [0] * (len(BUCKETS) + 1)
+        self.errors = [0] * (len(BUCKETS) + 1)
+        self.untimed = dict.fromkeys((DROPPED, EXPIRED, UNANSWERED), 0)
+        self.seconds = 0.0  # the sum of the TIMED requests' times
 
-    def timed(self, seconds: float) -> None:
-        self.buckets[bisect_left(BUCKETS, seconds)] += 1
+    def timed(self, buckets: list[int], seconds: float) -> None:
+        """A request of a TIMED outcome (buckets: answered or errors) took seconds."""
+        buckets[bisect_left(BUCKETS, seconds)] += 1
         self.seconds += seconds
+
+    def read(self) -> Reading:
+        """A copy, for the scraping thread (see the module): the lists before the sum, so
+        that the sum is never ahead of the counts."""
+        answered, errors = list(self.answered), list(self.errors)
+        untimed, seconds = dict(self.untimed), self.seconds
+        outcomes = {ANSWERED: sum(answered), ERROR: sum(errors), **untimed}
+        buckets = [a + e for a, e in zip(answered, errors, strict=True)]
+        return Reading(outcomes, buckets, seconds)
+
+
+class Reading(NamedTuple):
+    """A service's counts as one scrape reads them."""
+
+    outcomes: dict[str, int]  # by each of OUTCOMES
+    buckets: list[int]  # the TIMED requests by duration bucket, not cumulative
+    seconds: float  # their times' sum
 
 
 class Tally:
@@ -71,11 +92,17 @@ class Tally:
         """A request ended with outcome (one of OUTCOMES), now."""
         name = request.service or self.default
         tally = self.services.get(name) or self.labelled(name)
-        tally.outcomes[outcome] += 1
-        if outcome is ANSWERED or outcome is ERROR:  # TIMED, spelled out: every request's path
-            seconds = monotonic() - request.received
-            tally.buckets[bisect_left(BUCKETS, seconds)] += 1
-            tally.seconds += seconds
+        # Every request's path: its count is its bucket's (ServiceTally), no more.
+        if outcome is ANSWERED:
+            buckets = tally.answered
+        elif outcome is ERROR:
+            buckets = tally.errors
+        else:
+            tally.untimed[outcome] += 1
+            return
+        seconds = monotonic() - request.received
+        buckets[bisect_left(BUCKETS, seconds)] += 1
+        tally.seconds += seconds
 
     def labelled(self, name: bytes) -> ServiceTally:
         """The tally a service not seen before counts in: its own, if a worker serves it."""

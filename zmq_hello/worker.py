@@ -50,7 +50,7 @@ from zmq_hello.envelope import ERROR_PREFIX
 from zmq_hello.handlers import Handler
 from zmq_hello.output import say
 from zmq_hello.sockets import CLOSE_LINGER_MS, DEFAULT_MAX_REPLY_SIZE, allow_ipv6
-from zmq_hello.tally import ANSWERED, DROPPED, ERROR, EXPIRED, ServiceTally
+from zmq_hello.tally import DROPPED, EXPIRED, ServiceTally
 
 DEFAULT_CONNECT = "tcp://localhost:5556"
 RECONNECT_MAX = 32.0  # seconds: the longest pause between tries to reach the broker
@@ -260,7 +260,9 @@ class Worker:
         self.running = job.session
         self.baton.release()
         try:
+            started = time.monotonic()
             reply = self.answer(job.body, job.deadline)
+            took = time.monotonic() - started
         finally:
             self.baton.acquire()
         sent = job.session.socket is job.socket
@@ -276,21 +278,20 @@ class Worker:
                 job.session.endpoint,
             )
         if self.settings.tally is not None:
-            self.count(reply, sent)
+            self.count(self.settings.tally, reply, sent, took)
         if self.retiring():
             # Its reply is sent; the requests still waiting here never ran, and a broker
             # told DISCONNECT runs them elsewhere.
             self.jobs.clear()
 
-    def count(self, reply: bytes, sent: bool) -> None:
-        """A request's outcome, for --metrics."""
+    def count(self, tally: ServiceTally, reply: bytes, sent: bool, took: float) -> None:
+        """A request's outcome, and its handler's time if it ran, for --metrics."""
         if not sent:
-            outcome = DROPPED
+            tally.untimed[DROPPED] += 1
         elif reply == PASSED_REPLY:
-            outcome = EXPIRED
+            tally.untimed[EXPIRED] += 1
         else:
-            outcome = ERROR if reply.startswith(ERROR_PREFIX) else ANSWERED
-        self.settings.tally.outcomes[outcome] += 1  # type: ignore[union-attr]
+            tally.timed(tally.errors if reply.startswith(ERROR_PREFIX) else tally.answered, took)
 
     def beat(self) -> None:
         """The heartbeat thread: while a handler runs, heartbeats to the brokers that
@@ -392,15 +393,12 @@ class Worker:
             return PASSED_REPLY
         # Set for every request, never cleared: only handlers run in this thread's context.
         self.slot.deadline = deadlines.NO_DEADLINE if deadline is None else deadline
-        started = time.monotonic()
         if self.loop is None:
             reply = handlers.call(self.settings.handler, request)
         else:
             reply = self.loop.run_until_complete(
                 handlers.call_async(self.settings.handler, request)
             )
-        if self.settings.tally is not None:
-            self.settings.tally.timed(time.monotonic() - started)
         self.answered += 1
         if len(reply) > self.settings.max_reply_size:
             # Sent as it is, the frame would make the broker drop this connection, and the
