@@ -182,6 +182,19 @@ def test_local_worker_processes_show_idle_then_busy_and_a_restart(echo_server, c
     assert requests_of(samples, "hello")["answered"] == 2
 
 
+def test_a_worker_leaving_after_max_requests_is_no_restart(echo_server):
+    server = echo_server(
+        "--metrics", "127.0.0.1:0", "--processes", "1", "--max-requests", "2", "--quiet"
+    )
+    url = metrics_url(server.process)
+    with Client(server.endpoint, timeout=WAIT) as client:
+        for n in range(5):
+            client.request(b"x%d" % n)
+    server.process.wait_count(r"worker \S+ ready for 'hello'", 2, "err")
+    samples = wait_scrape(url, lambda s: requests_of(s, "hello")["answered"] == 5)
+    assert value(samples, "zmq_hello_worker_restarts_total") == 0
+
+
 def test_made_up_service_names_share_one_label(start_server, spawn, context):
     server, backend = start_broker(start_server, "--metrics", "127.0.0.1:0", "--quiet")
     url = metrics_url(server.process)
@@ -257,7 +270,8 @@ def test_scrapes_under_load_never_go_down_nor_count_more_than_was_sent(echo_serv
     assert len(seen) >= 2
     for (answered, timed), (later_answered, later_timed) in zip(seen, seen[1:], strict=False):
         assert answered <= later_answered and timed <= later_timed
-    assert all(answered <= callers * each for answered, _ in seen)
+    # Every scrape: no more than was sent, and the histogram's count is the counter's.
+    assert all(answered <= callers * each and answered == timed for answered, timed in seen)
 
 
 def test_worker_metrics_count_its_requests_and_time_its_handler(start_server, spawn):
@@ -300,7 +314,9 @@ def test_metrics_without_prometheus_client_exits_2_with_one_line(script):
     assert result.returncode == 2
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
-    assert re.fullmatch(rf"{script}: error: --metrics needs prometheus-client: .*", line)
+    assert re.fullmatch(
+        rf"{script}: error: --metrics needs prometheus-client 0.20 or newer: .*", line
+    )
     assert "pip install" in line
 
 
@@ -348,19 +364,35 @@ def test_a_service_gets_its_own_label_only_while_a_worker_serves_it():
     tally.ended(request_for(b"real"), "answered")  # type: ignore[arg-type]
     tally.ended(request_for(b""), "answered")  # type: ignore[arg-type]  # a plain client's
     labels = {name: service.read().outcomes for name, service in tally.snapshot()}
-    assert set(labels) == {b"hello", b"real", OTHER}
+    assert set(labels) == {"hello", "real", OTHER}
     assert labels[OTHER]["expired"] == 300
-    assert labels[b"real"]["answered"] == labels[b"hello"]["answered"] == 1
+    assert labels["real"]["answered"] == labels["hello"]["answered"] == 1
 
 
 def test_labels_stop_at_their_bound_and_other_is_never_a_service_of_its_own():
     tally = Tally(b"hello", lambda name: True)
     for n in range(MAX_SERVICE_LABELS * 2):
         tally.ended(request_for(b"s%d" % n), "answered")  # type: ignore[arg-type]
-    tally.ended(request_for(OTHER), "answered")  # type: ignore[arg-type]
+    tally.ended(request_for(b"other"), "answered")  # type: ignore[arg-type]
     labels = {name: service.read().outcomes for name, service in tally.snapshot()}
     assert len(labels) == MAX_SERVICE_LABELS + 1
     assert labels[OTHER]["answered"] == MAX_SERVICE_LABELS + 2
+
+
+def test_names_that_look_alike_escaped_never_share_a_label():
+    tally = Tally(b"hello", lambda name: True)
+    for name in (b"\xff", b"\xff", b"\\xff", b"caf\xc3\xa9", b"caf\xe9"):
+        tally.ended(request_for(name), "answered")  # type: ignore[arg-type]
+    counts = {name: service.read().outcomes["answered"] for name, service in tally.snapshot()}
+    assert counts == {"hello": 0, "\\xff": 2, "café": 1, "caf\\xe9": 1, OTHER: 1}
+
+
+def test_a_server_whose_own_service_is_named_other_shows_each_series_once():
+    tally = Tally(b"other", lambda name: False)
+    tally.ended(request_for(b""), "answered")  # type: ignore[arg-type]
+    tally.ended(request_for(b"made-up"), "expired")  # type: ignore[arg-type]
+    [(name, service)] = tally.snapshot()
+    assert name == OTHER and service.read().outcomes["answered"] == 1
 
 
 @pytest.mark.parametrize(
@@ -388,14 +420,16 @@ def test_loads_of_unlabelled_services_add_up_under_other():
         Load(b"asked-for-1", 4, 0, 0),
         Load(b"asked-for-2", 5, 0, 0),
     ]
-    by_label = loads_by_label(loads, {b"hello"}.__contains__)
+    by_label = loads_by_label(loads, {"hello", OTHER})
     assert by_label == {
-        b"hello": Load(b"hello", 1, 2, 3),
-        b"real": Load(b"real", 0, 1, 0),
-        OTHER: Load(OTHER, 9, 0, 0),
+        "hello": Load(b"hello", 1, 2, 3),
+        "real": Load(b"real", 0, 1, 0),
+        OTHER: Load(b"asked-for-1", 9, 0, 0),
     }
+    # Past the bound, what the counters label keeps its label; the rest is OTHER's.
     many = [Load(b"s%d" % n, 0, 1, 0) for n in range(MAX_SERVICE_LABELS + 10)]
-    assert len(loads_by_label(many, lambda name: False)) == MAX_SERVICE_LABELS + 1
+    by_label = loads_by_label([*many, Load(b"hello", 0, 1, 0)], {"hello"})
+    assert len(by_label) == MAX_SERVICE_LABELS + 1 and "hello" in by_label
 
 
 def test_the_page_is_the_text_format_with_cumulative_buckets():

@@ -119,9 +119,9 @@ class Broker:
         return Status(self.core.waiting(), self.core.describe())
 
     def loads(self) -> list[Load]:
-        # A copy first: the poll loop may add or forget a service meanwhile.
+        # A copy first (one step): the poll loop may add or forget a service meanwhile.
         loads = []
-        for service in list(self.core.services.values()):
+        for service in self.core.services.copy().values():
             idle = len(service.scheduler.free)
             busy = max(0, service.workers - idle)  # a worker registering is counted first
             loads.append(Load(service.name, service.scheduler.queued, idle, busy))

@@ -115,16 +115,24 @@ def add_metrics_argument(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def import_metrics(parser: argparse.ArgumentParser) -> ModuleType:
-    """zmq_hello.metrics, for --metrics; without prometheus-client, exit 2 saying what to
-    install (one line)."""
+    """zmq_hello.metrics, for --metrics; without prometheus-client 0.20 or newer (the
+    first whose server tells its port), exit 2 saying what to install, in one line."""
+    from importlib import metadata
+
     try:
+        version = metadata.version("prometheus-client")
         from zmq_hello import metrics
-    except ModuleNotFoundError as exc:
-        if exc.name != "prometheus_client":
+    except (metadata.PackageNotFoundError, ModuleNotFoundError) as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name != "prometheus_client":
             raise
+        version = ""
+    major_minor = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if major_minor < (0, 20):
+        found = f" (found {version})" if version else ""
         parser.exit(
             2,
-            f"{parser.prog}: error: --metrics needs prometheus-client: python -m pip install "
-            "'prometheus-client>=0.20' (in a checkout: python -m pip install '.[metrics]')\n",
+            f"{parser.prog}: error: --metrics needs prometheus-client 0.20 or newer{found}: "
+            "python -m pip install 'prometheus-client>=0.20' (in a checkout: python -m pip "
+            "install '.[metrics]')\n",
         )
     return metrics

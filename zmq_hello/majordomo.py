@@ -70,8 +70,10 @@ MAX_FRAMES = 32  # frames kept of a worker's message: MDP needs 7, more is hosti
 SERVICES_SHOWN = 10  # in the summary line, the busiest first
 MAX_NAME_SHOWN = 100  # characters of a worker's address or a service's name in a log line
 TOO_MANY = "too many requests from this client"
-# Why a request that waited out no_worker_timeout ends: an expiry, as metrics count it.
+# Why a request that waited out no_worker_timeout ends, and a plain client's reply: one
+# object, so that the server tells it by identity from a handler's reply that says the same.
 NO_WORKER = "no worker for this service"
+NO_WORKER_REPLY = ERROR_PREFIX + NO_WORKER.encode()
 BUSY = "server busy: too many requests waiting"
 
 
@@ -117,11 +119,12 @@ def named(name: bytes) -> str:
 # The front door -------------------------------------------------------------------
 
 
-def refuse(request: Request, why: str) -> Ending:
-    """How a request the server cannot serve ends: ERROR: why, for a plain client; for an
-    MDP client, nothing (MDP has no error reply; its own timeout ends its wait)."""
+def refuse(request: Request, why: str, body: bytes | None = None) -> Ending:
+    """How a request the server cannot serve ends: ERROR: why (or body), for a plain
+    client; for an MDP client, nothing (MDP has no error reply; its own timeout ends its
+    wait)."""
     if request.dialect is None:
-        return reply(request.route, ERROR_PREFIX + why.encode(), True, request)
+        return reply(request.route, body or ERROR_PREFIX + why.encode(), True, request)
     return Unanswered(request, why)
 
 
@@ -626,7 +629,7 @@ class Majordomo:
                     self.endings.append(self.give_up(service, request))
                     continue
                 self.reruns.pop(id(request), None)
-                self.endings.append(refuse(request, NO_WORKER))
+                self.endings.append(refuse(request, NO_WORKER, NO_WORKER_REPLY))
                 self.expired += 1
                 self.incidents.append(
                     Incident(

@@ -22,9 +22,19 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from zmq_hello.envelope import printable
 from zmq_hello.runners import Load
-from zmq_hello.tally import BUCKETS, MAX_SERVICE_LABELS, OTHER, OUTCOMES, ServiceTally
+from zmq_hello.tally import (
+    ANSWERED,
+    BUCKETS,
+    DROPPED,
+    ERROR,
+    EXPIRED,
+    MAX_SERVICE_LABELS,
+    OTHER,
+    OUTCOMES,
+    ServiceTally,
+    label_of,
+)
 
 PREFIX = "zmq_hello"
 
@@ -39,17 +49,15 @@ def serve(host: str, port: int, collector: object) -> str:
     return f"http://{shown}:{port}/metrics"
 
 
-def label(name: bytes) -> str:
-    return printable(name, 100)
-
-
 class RequestMetrics(NamedTuple):
-    """The names and help of the requests counter and the duration histogram."""
+    """The names and help of the requests counter and the duration histogram, and the
+    outcomes there are."""
 
     requests: str
     requests_help: str
     duration: str
     duration_help: str
+    outcomes: tuple[str, ...] = OUTCOMES
 
 
 SERVER_REQUESTS = RequestMetrics(
@@ -63,21 +71,21 @@ WORKER_REQUESTS = RequestMetrics(
     "Requests this worker ended, by service and outcome (answered, error, dropped, expired).",
     f"{PREFIX}_worker_handler_duration_seconds",
     "The handler's time, for requests it answered (error replies too).",
+    (ANSWERED, ERROR, DROPPED, EXPIRED),
 )
 
 
 def request_metrics(
-    names: RequestMetrics, tallies: Iterable[tuple[bytes, ServiceTally]]
+    names: RequestMetrics, tallies: Iterable[tuple[str, ServiceTally]]
 ) -> Iterator[Metric]:
     """The requests counter and the duration histogram, from each service's tally."""
     requests = CounterMetricFamily(
         names.requests, names.requests_help, labels=["service", "outcome"]
     )
     duration = HistogramMetricFamily(names.duration, names.duration_help, labels=["service"])
-    for name, tally in tallies:
+    for service, tally in tallies:
         outcomes, counts, seconds = tally.read()
-        service = label(name)
-        for outcome in OUTCOMES:
+        for outcome in names.outcomes:
             requests.add_metric([service, outcome], outcomes[outcome])
         cumulative, total = [], 0
         for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts, strict=True):
@@ -88,27 +96,34 @@ def request_metrics(
     yield duration
 
 
-def loads_by_label(loads: list[Load], labelled: Callable[[bytes], bool]) -> dict[bytes, Load]:
-    """Each service's load under its label: its own name if labelled(name) or a worker
-    serves it (up to MAX_SERVICE_LABELS names), else OTHER, summed."""
-    by_label: dict[bytes, Load] = {}
+def loads_by_label(loads: list[Load], labelled: set[str]) -> dict[str, Load]:
+    """Each service's load under its label: its own if the counters have it (labelled)
+    or a worker serves it, up to MAX_SERVICE_LABELS labels, the counters' first; else
+    OTHER. Loads under one label are added up."""
+    by_label: dict[str, Load] = {}
+    served = []
     for load in loads:
-        name = load.service
-        own = labelled(name) or (load.idle + load.busy and name != OTHER)
-        if not own or (name not in by_label and len(by_label) >= MAX_SERVICE_LABELS):
-            name = OTHER
-        if (seen := by_label.get(name)) is not None:
-            waiting, idle, busy = (
-                seen.waiting + load.waiting,
-                seen.idle + load.idle,
-                seen.busy + load.busy,
-            )
-            load = Load(name, waiting, idle, busy)
-        by_label[name] = load
+        text = label_of(load.service)
+        if text in labelled:
+            by_label[text] = add(by_label.get(text), load)
+        else:
+            served.append((text, load))
+    for text, load in served:
+        own = (load.idle or load.busy) and (text in by_label or len(by_label) < MAX_SERVICE_LABELS)
+        name = text if own else OTHER
+        by_label[name] = add(by_label.get(name), load)
     return by_label
 
 
-def load_gauges(loads: Iterable[Load]) -> Iterator[Metric]:
+def add(total: Load | None, load: Load) -> Load:
+    if total is None:
+        return load
+    return Load(
+        total.service, total.waiting + load.waiting, total.idle + load.idle, total.busy + load.busy
+    )
+
+
+def load_gauges(loads: Iterable[tuple[str, Load]]) -> Iterator[Metric]:
     waiting = GaugeMetricFamily(
         f"{PREFIX}_requests_waiting",
         "Requests taken and waiting for a worker, by service.",
@@ -125,8 +140,7 @@ def load_gauges(loads: Iterable[Load]) -> Iterator[Metric]:
         "and state (idle, busy).",
         labels=["service", "state"],
     )
-    for load in loads:
-        service = label(load.service)
+    for service, load in loads:
         waiting.add_metric([service], load.waiting)
         running.add_metric([service], load.busy)
         workers.add_metric([service, "idle"], load.idle)
@@ -142,7 +156,7 @@ class ServerCollector:
 
     def __init__(
         self,
-        tallies: Callable[[], list[tuple[bytes, ServiceTally]]],
+        tallies: Callable[[], list[tuple[str, ServiceTally]]],
         loads: Callable[[], list[Load]],
         restarts: Callable[[], int],
     ) -> None:
@@ -153,11 +167,12 @@ class ServerCollector:
     def collect(self) -> Iterator[Metric]:
         tallies = self.tallies()
         yield from request_metrics(SERVER_REQUESTS, tallies)
-        labelled = {name for name, _ in tallies}.__contains__
-        yield from load_gauges(loads_by_label(self.loads(), labelled).values())
+        labelled = {name for name, _ in tallies}
+        yield from load_gauges(loads_by_label(self.loads(), labelled).items())
         restarts = CounterMetricFamily(
             f"{PREFIX}_worker_restarts",
-            "Local worker processes (--processes) restarted after they exited or hung.",
+            "Local worker processes (--processes) restarted after an unexpected exit (a crash, "
+            "a kill, a hang ended by the server); not those leaving after --max-requests.",
         )
         restarts.add_metric([], self.restarts())
         yield restarts
@@ -171,4 +186,4 @@ class WorkerCollector:
         self.tally = tally
 
     def collect(self) -> Iterator[Metric]:
-        yield from request_metrics(WORKER_REQUESTS, [(self.service, self.tally)])
+        yield from request_metrics(WORKER_REQUESTS, [(label_of(self.service), self.tally)])

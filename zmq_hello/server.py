@@ -61,7 +61,7 @@ from zmq_hello.envelope import (
     split_request,
 )
 from zmq_hello.incidents import Incidents
-from zmq_hello.majordomo import NO_WORKER, Handled, Majordomo
+from zmq_hello.majordomo import NO_WORKER, NO_WORKER_REPLY, Handled, Majordomo
 from zmq_hello.output import say
 from zmq_hello.runners import Inline, Runner, Tasks, Threads, Waker
 from zmq_hello.scheduler import Limits
@@ -105,8 +105,6 @@ LIMITS = Limits(per_queue=64, per_client=256, total=10_000)
 # Services counted apart in the summary's expired requests; the rest count as one.
 MAX_EXPIRED_NAMES = 100
 OTHER_SERVICES = b"other services"
-# The reply to a plain client whose request waited out --no-worker-timeout: an expiry.
-NO_WORKER_REPLY = ERROR_PREFIX + NO_WORKER.encode()
 
 log = logging.getLogger("server")
 monotonic = time.monotonic
@@ -281,8 +279,9 @@ class Server:
                 if not final:
                     continue
                 # A plain client's request that waited out --no-worker-timeout is told
-                # so, and counted as expired (as an MDP client's is).
-                if outcome == ERROR and body == NO_WORKER_REPLY:
+                # so, and counted as expired (as an MDP client's is). By identity: a
+                # handler's reply may say the same, and is an error.
+                if body is NO_WORKER_REPLY:
                     outcome = EXPIRED
             elif isinstance(ending, Expired):
                 request, outcome = ending.request, self.count_expired(ending)

@@ -100,7 +100,9 @@ class Supervisor:
         self.local: list[Local] = []
         self.child_exited = False
         self.next_due = 0.0  # when tend() has something to do, a SIGCHLD aside
-        self.restarts = 0  # worker processes started again after one exited (for metrics)
+        # Workers that exited other than as asked (crashed, killed, hung and ended here),
+        # each started again: for metrics. One leaving (--max-requests) exits 0.
+        self.restarts = 0
 
     def start(self) -> None:
         """Take SIGCHLD; the workers start at the first tend(), from the poll loop, so
@@ -113,8 +115,6 @@ class Supervisor:
         self.child_exited = True
 
     def spawn(self, local: Local) -> None:
-        if local.address:  # it has run before
-            self.restarts += 1
         command = self.command
         if self.max_requests:
             # Jitter, so that workers started together do not all leave together.
@@ -175,6 +175,7 @@ class Supervisor:
                 continue
             how = f"signal {-code}" if code < 0 else f"code {code}"
             exited.append((local.address, how))
+            self.restarts += code != 0
             up = local.ready and now - local.registered_at >= STARTUP_GRACE
             if code == 0 or local.served or up:
                 pause, local.failures = 0.0, 0  # it left as asked, or served a while

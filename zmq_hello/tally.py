@@ -16,7 +16,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from typing import NamedTuple
 
-from zmq_hello.envelope import Request
+from zmq_hello.envelope import Request, printable
 
 # How a request ends, as the metric's outcome label says it.
 ANSWERED, ERROR, DROPPED, EXPIRED, UNANSWERED = OUTCOMES = (
@@ -34,7 +34,14 @@ BUCKETS = (
 )  # fmt: skip
 # Services with a label of their own; clients name services, so the rest share one.
 MAX_SERVICE_LABELS = 100
-OTHER = b"other"
+OTHER = "other"
+MAX_NAME_BYTES = 255  # a service name's longest (RFC 7, 18): a label is never cut short
+
+
+def label_of(name: bytes) -> str:
+    """A service's label: its name, escaped where it is not printable text."""
+    return printable(name, MAX_NAME_BYTES)
+
 
 monotonic = time.monotonic
 
@@ -77,25 +84,29 @@ class Reading(NamedTuple):
 
 class Tally:
     """The server's requests by service and outcome. A service gets a label of its own
-    once a request of it ends while a worker serves it (up to MAX_SERVICE_LABELS); the
-    rest, names that clients made up among them, are counted as OTHER."""
+    once a request of it ends while a worker serves it (up to MAX_SERVICE_LABELS, and
+    unless another name has the same label: escaped bytes may look alike); the rest,
+    names that clients made up among them, are counted as OTHER."""
 
     def __init__(self, default_service: bytes, serves: Callable[[bytes], bool]) -> None:
         """default_service: plain clients' (--service); serves(name): whether a worker
         serves name now (Runner.serves)."""
         self.default = default_service
         self.serves = serves
-        self.services: dict[bytes, ServiceTally] = {default_service: ServiceTally()}
-        self.other = ServiceTally()
+        default = ServiceTally()
+        self.services: dict[bytes, ServiceTally] = {default_service: default}
+        self.labels: dict[str, ServiceTally] = {label_of(default_service): default}
+        # A server whose own service is named 'other' counts the rest with it.
+        self.other = self.labels.setdefault(OTHER, ServiceTally())
 
     def ended(self, request: Request, outcome: str) -> None:
         """A request ended with outcome (one of OUTCOMES), now."""
         name = request.service or self.default
         tally = self.services.get(name) or self.labelled(name)
         # Every request's path: its count is its bucket's (ServiceTally), no more.
-        if outcome is ANSWERED:
+        if outcome == ANSWERED:
             buckets = tally.answered
-        elif outcome is ERROR:
+        elif outcome == ERROR:
             buckets = tally.errors
         else:
             tally.untimed[outcome] += 1
@@ -106,12 +117,18 @@ class Tally:
 
     def labelled(self, name: bytes) -> ServiceTally:
         """The tally a service not seen before counts in: its own, if a worker serves it."""
-        if len(self.services) < MAX_SERVICE_LABELS and name != OTHER and self.serves(name):
-            tally = self.services[name] = ServiceTally()
+        text = label_of(name)
+        if (
+            len(self.services) < MAX_SERVICE_LABELS
+            and text not in self.labels
+            and self.serves(name)
+        ):
+            tally = self.services[name] = self.labels[text] = ServiceTally()
             return tally
         return self.other
 
-    def snapshot(self) -> list[tuple[bytes, ServiceTally]]:
-        """(label, tally) for every label, for the scraping thread: the list is a copy,
-        the tallies are live (copy their fields before use)."""
-        return [*self.services.items(), (OTHER, self.other)]
+    def snapshot(self) -> list[tuple[str, ServiceTally]]:
+        """(label, tally) for every label, for the scraping thread: a copy of the list
+        (dict.copy() is one step, even where iterating is not), of live tallies (read
+        them with ServiceTally.read())."""
+        return list(self.labels.copy().items())

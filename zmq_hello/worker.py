@@ -288,7 +288,7 @@ class Worker:
         """A request's outcome, and its handler's time if it ran, for --metrics."""
         if not sent:
             tally.untimed[DROPPED] += 1
-        elif reply == PASSED_REPLY:
+        elif reply is PASSED_REPLY:  # a handler's reply may say the same: an error
             tally.untimed[EXPIRED] += 1
         else:
             tally.timed(tally.errors if reply.startswith(ERROR_PREFIX) else tally.answered, took)
