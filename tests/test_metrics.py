@@ -17,6 +17,7 @@ import zmq
 from harness import ECHO, REPO, WAIT, dealer, local_worker_pids, receive, start_broker
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from test_services import start_majortomo_worker
 
 from zmq_hello import Client, NoReply, ServerError
 from zmq_hello.metrics import ServerCollector, loads_by_label
@@ -218,6 +219,19 @@ def test_made_up_service_names_share_one_label(start_server, spawn, context):
     # What waits for a service no worker serves ends as the server stops: it exits 0.
     server.process.signal(signal.SIGTERM)
     assert server.process.finish() == 0
+
+
+def test_a_streamed_reply_counts_once_at_its_final(start_server, spawn):
+    server, backend = start_broker(start_server, "--metrics", "127.0.0.1:0", "--quiet")
+    url = metrics_url(server.process)
+    start_majortomo_worker(spawn, server, backend, "resize")
+    parts: list[bytes] = []
+    with Client(server.endpoint, timeout=WAIT) as client:
+        reply = client.request(b"stream 3", service="resize", on_partial=parts.append)
+    assert reply == b"majortomo: stream 3" and len(parts) == 3
+    samples = wait_scrape(url, lambda s: requests_of(s, "resize")["answered"])
+    assert requests_of(samples, "resize")["answered"] == 1
+    assert value(samples, "zmq_hello_request_duration_seconds_count", service="resize") == 1
 
 
 def test_requests_that_wait_out_no_worker_timeout_count_as_expired(start_server, context):
