@@ -8,10 +8,11 @@ of the baseline and of server.py alternate (A B A B ...) and every figure is a m
 reported beside its ratio to the baseline's median, because a shared machine is noisy.
 Progress goes to stderr, the table to stdout.
 
-    python bench/bench.py               # about 15 minutes
-    python bench/bench.py --quick       # a few seconds: keeps the benchmark working
+    python bench/bench.py               # about 22 minutes, 4 more for each --against REV
+    python bench/bench.py --quick       # under 2 minutes: keeps the benchmark working
     python bench/bench.py --json out.json
     python bench/bench.py --only against --against 75994fd   # side by side with a commit
+    python bench/bench.py --markdown docs/performance.md   # the report, and its charts (charts.py)
 
 --against REV (repeatable) runs the same figures on REV's server.py and client.py, from a
 git worktree made for the run, interleaved with this tree's: a restructuring is judged
@@ -33,7 +34,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,6 +87,10 @@ TARGETS = {
     "overload_rps": 0.90,
     "overload_wasted": 0.05,  # handler calls whose reply nobody took / all, at most
     "deadline_cpu": 1.03,  # inline zero work C = 100: CPU per request with / without a deadline
+    # Metrics (issue 25), zero work, C = 100, /metrics scraped every second: req/s with
+    # --metrics 127.0.0.1:0 / without, at least
+    "metrics_inline_rps": 0.95,  # inline (--workers 0)
+    "metrics_processes_rps": 0.97,  # --processes 2
 }
 # The overload figure: --workers 4 (or --processes 4) and a 50 ms handler answer 80
 # requests a second; callers come at twice that, each on a connection of its own, each
@@ -94,6 +101,17 @@ OVERLOAD_MODES = {
     "--workers 4": ["--workers", "4", "--work-time", "0.05"],
     "--processes 4": ["--processes", "4", "--work-time", "0.05"],
 }
+# The overload sweep (--workers 4 only, one round a load, for the charts): offered loads
+# as multiples of OVERLOAD_CAPACITY are in Settings.sweep_loads.
+SWEEP_MODE = "--workers 4"
+# The metrics figure: each mode without --metrics and with it, a scrape every second.
+METRICS_MODES = {
+    "inline": (["--workers", "0", "--work-time", "0"], "metrics_inline_rps"),
+    "--processes 2": (["--processes", "2", "--work-time", "0"], "metrics_processes_rps"),
+}
+METRICS_FLAG = ["--metrics", "127.0.0.1:0"]
+METRICS_LINE = re.compile(r"Metrics on (\S+)")
+SCRAPE_INTERVAL = 1.0  # seconds between two GETs of /metrics
 SUMMARY_COUNTS = re.compile(
     r"(\d+) waiting, (\d+) running; since start: (\d+) answered, (\d+) error replies, "
     r"(\d+) dropped(?:, (\d+) expired past their deadline)?"
@@ -134,6 +152,11 @@ class Settings:
     overload_seconds: float = 15.0  # callers arrive for this long, each overload run
     overload_rounds: int = 3
     deadline_rounds: int = 12  # with and without a deadline, ABBA: CPU per request, 1 % apart
+    sweep_loads: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)  # x OVERLOAD_CAPACITY
+    # Callers arrive for this long, each sweep run: long enough that a queue's first
+    # seconds, answered before it grows past the callers' budget, weigh little.
+    sweep_seconds: float = 8.0
+    metrics_rounds: int = 16  # without and with --metrics, ABBA, of processes_seconds each
 
 
 QUICK = Settings(
@@ -161,6 +184,9 @@ QUICK = Settings(
     overload_seconds=1.5,
     overload_rounds=1,
     deadline_rounds=1,
+    sweep_loads=(0.5, 2.0),
+    sweep_seconds=1.0,
+    metrics_rounds=2,
 )
 
 
@@ -172,8 +198,9 @@ class Server:
     """A server process started on an ephemeral port; stopped by its pid at the end."""
 
     def __init__(self, script: Path, *args: str, workers: int = 0, stderr=None) -> None:
-        """workers: how many 'Worker ready' lines (from --processes) to wait for. It runs
-        in its script's directory, so that --handler finds that tree's modules first."""
+        """workers: how many 'Worker ready' lines (from --processes) to wait for; with
+        --metrics, its 'Metrics on URL' line too (metrics_url). It runs in its script's
+        directory, so that --handler finds that tree's modules first."""
         self.popen = subprocess.Popen(
             [sys.executable, str(script), *args],
             cwd=script.parent,
@@ -191,15 +218,18 @@ class Server:
             raise SystemExit(f"bench: {script.name} did not start: {line!r}")
         self.endpoint = line.split()[-1]
         self.pid = self.popen.pid
-        ready = 0
-        while ready < workers:
+        self.metrics_url: str | None = None
+        ready, metrics = 0, "--metrics" in args
+        while ready < workers or (metrics and not self.metrics_url):
             # Counted, not matched line by line: older worker.py versions wrote their ready
             # line in two writes, which interleave when two workers start at once.
             line = self.popen.stdout.readline()
             ready += line.count("Worker ready")
-            if not line or not (line.strip() == "" or "Worker ready" in line):
+            if found := METRICS_LINE.search(line):
+                self.metrics_url = found.group(1)
+            elif not line or not (line.strip() == "" or "Worker ready" in line):
                 self.stop()
-                raise SystemExit(f"bench: {script.name}'s workers did not start: {line!r}")
+                raise SystemExit(f"bench: {script.name} did not start all it runs: {line!r}")
 
     def rss_kib(self) -> int:
         with open(f"/proc/{self.pid}/status") as status:
@@ -903,14 +933,16 @@ def server_counts(target: Server, log: Path) -> dict:
     return {"handler_calls": answered + errors + dropped, "expired": expired, "left": waiting}
 
 
-def overload_run(script: Path, args: list[str], seconds: float) -> dict:
-    """One overload run: callers at OVERLOAD_RATE for seconds on a fresh server, then its
+def overload_run(
+    script: Path, args: list[str], seconds: float, rate: float = OVERLOAD_RATE
+) -> dict:
+    """One overload run: callers at rate a second for seconds on a fresh server, then its
     counts; the server is stopped at once (SIGQUIT), whatever is left in its queue."""
     with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
         workers = 4 if "--processes" in args else 0
         target = Server(script, "--bind", EPHEMERAL, "--quiet", *args, workers=workers, stderr=log)
         try:
-            command = [sys.executable, str(OVERLOAD), target.endpoint, str(OVERLOAD_RATE)]
+            command = [sys.executable, str(OVERLOAD), target.endpoint, f"{rate:g}"]
             result = subprocess.run(
                 [*command, str(seconds)], capture_output=True, text=True, timeout=seconds + 60
             )
@@ -927,6 +959,7 @@ def overload_run(script: Path, args: list[str], seconds: float) -> dict:
     return {
         **callers,
         **counts,
+        "answered_per_s": callers["answered"] / callers["elapsed"],
         "goodput": callers["answered"] / capacity,
         "wasted": wasted / counts["handler_calls"] if counts["handler_calls"] else 0.0,
     }
@@ -935,36 +968,69 @@ def overload_run(script: Path, args: list[str], seconds: float) -> dict:
 def overload(settings: Settings, revs: list[str]) -> dict:
     """Twice the capacity, by callers with a budget (OVERLOAD_RATE), on this tree and on
     each REV, in interleaved rounds: callers answered in time against capacity, and the
-    handler calls whose reply nobody took."""
-    rows: dict = {}
+    handler calls whose reply nobody took. Then the sweep over offered loads."""
     with contextlib.ExitStack() as stack:
         scripts = {"this": SERVER}
         for rev in revs:
             scripts[rev] = stack.enter_context(worktree(rev)) / "server.py"
-        for mode, args in OVERLOAD_MODES.items():
-            runs: dict[str, list[dict]] = {name: [] for name in scripts}
-            for round_ in range(settings.overload_rounds):
-                for name, script in scripts.items():
-                    run = overload_run(script, args, settings.overload_seconds)
-                    runs[name].append(run)
-                    progress(
-                        f"overload {mode} round {round_ + 1}/{settings.overload_rounds} {name}: "
-                        f"{run['answered']} of {run['callers']} callers answered, "
-                        f"{run['wasted']:.0%} of {run['handler_calls']} handler calls wasted"
-                    )
-            rows[mode] = {
-                name: {
-                    key: median([run[key] for run in results])
-                    for key in ("callers", "answered", "goodput", "wasted", "handler_calls")
-                    + ("expired", "left", "p50_ms", "lag_ms")
-                }
-                | {
-                    "goodput_rounds": [run["goodput"] for run in results],
-                    "wasted_rounds": [run["wasted"] for run in results],
-                }
-                for name, results in runs.items()
-            }
-    return {"revs": revs, "rows": rows, "seconds": settings.overload_seconds}
+        rows = {
+            mode: overload_rounds(settings, scripts, mode, args)
+            for mode, args in OVERLOAD_MODES.items()
+        }
+        started = time.monotonic()
+        sweep = overload_sweep(settings, scripts)
+        progress(f"overload sweep took {time.monotonic() - started:.0f} s")
+    return {"revs": revs, "rows": rows, "seconds": settings.overload_seconds, "sweep": sweep}
+
+
+def overload_rounds(
+    settings: Settings, scripts: dict[str, Path], mode: str, args: list[str]
+) -> dict:
+    """settings.overload_rounds of overload runs of each script in mode, interleaved: medians."""
+    runs: dict[str, list[dict]] = {name: [] for name in scripts}
+    for round_ in range(settings.overload_rounds):
+        for name, script in scripts.items():
+            run = overload_run(script, args, settings.overload_seconds)
+            runs[name].append(run)
+            progress(
+                f"overload {mode} round {round_ + 1}/{settings.overload_rounds} {name}: "
+                f"{run['answered']} of {run['callers']} callers answered, "
+                f"{run['wasted']:.0%} of {run['handler_calls']} handler calls wasted"
+            )
+    return {
+        name: {
+            key: median([run[key] for run in results])
+            for key in ("callers", "answered", "goodput", "wasted", "handler_calls")
+            + ("expired", "left", "p50_ms", "lag_ms")
+        }
+        | {
+            "goodput_rounds": [run["goodput"] for run in results],
+            "wasted_rounds": [run["wasted"] for run in results],
+        }
+        for name, results in runs.items()
+    }
+
+
+def overload_sweep(settings: Settings, scripts: dict[str, Path]) -> dict:
+    """Offered load against goodput and waste, for the chart: SWEEP_MODE only, one run of
+    settings.sweep_seconds a load and script, the scripts interleaved at each load."""
+    points: dict[str, list[dict]] = {name: [] for name in scripts}
+    for offered in settings.sweep_loads:
+        rate = offered * OVERLOAD_CAPACITY
+        for name, script in scripts.items():
+            run = overload_run(script, OVERLOAD_MODES[SWEEP_MODE], settings.sweep_seconds, rate)
+            keys = ("callers", "answered", "answered_per_s", "goodput", "handler_calls", "wasted")
+            points[name].append({"offered": offered, "rate": rate} | {k: run[k] for k in keys})
+            progress(
+                f"overload sweep {offered:g}x capacity {name}: {run['answered_per_s']:.0f} "
+                f"answered/s, {run['wasted']:.0%} of {run['handler_calls']} handler calls wasted"
+            )
+    return {
+        "mode": SWEEP_MODE,
+        "capacity": OVERLOAD_CAPACITY,
+        "seconds": settings.sweep_seconds,
+        "points": points,
+    }
 
 
 def deadline_cost(settings: Settings) -> dict:
@@ -988,6 +1054,84 @@ def deadline_cost(settings: Settings) -> dict:
     rows["cpu_ratio"] = rows["with"]["cpu_us_per_request"] / rows["without"]["cpu_us_per_request"]
     rows["rps_ratio"] = rows["with"]["rps"] / rows["without"]["rps"]
     return rows
+
+
+class Scraper:
+    """GETs url every SCRAPE_INTERVAL seconds on a thread of its own, from entering to
+    leaving the with block, as Prometheus would: counts the scrapes, keeps what went wrong
+    with those that were not HTTP 200, and the size of the last body."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.scrapes = 0
+        self.errors: list[str] = []
+        self.size = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="scraper", daemon=True)
+        # No proxy from the environment: the server is on loopback.
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def __enter__(self) -> Scraper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def run(self) -> None:
+        due = time.monotonic()
+        while not self.stopped.is_set():
+            self.scrape()
+            due += SCRAPE_INTERVAL
+            self.stopped.wait(max(due - time.monotonic(), 0))
+
+    def scrape(self) -> None:
+        self.scrapes += 1
+        try:
+            with self.opener.open(self.url, timeout=5) as reply:
+                self.size = len(reply.read())
+                status = reply.status
+        except OSError as error:  # urllib's HTTPError and URLError among them
+            self.errors.append(str(error))
+            return
+        if status != 200:
+            self.errors.append(f"HTTP {status}")
+
+    def figures(self) -> dict:
+        """Scrapes, the failed ones as lost (a reply that did not come), the last size."""
+        return {
+            "count": self.scrapes,
+            "lost": len(self.errors),
+            "errors": self.errors[:5],
+            "bytes": self.size,
+        }
+
+
+def metrics_cost(settings: Settings) -> dict:
+    """Zero work, C = 100, each of METRICS_MODES: a server without --metrics against one
+    with it, whose /metrics a Scraper GETs every second all along, in interleaved ABBA
+    rounds: req/s and the server process's CPU per request (with --processes, the
+    broker process's own, as everywhere in this benchmark: not its workers')."""
+    rows = {}
+    for mode, (args, _) in METRICS_MODES.items():
+        workers = 2 if "--processes" in args else 0
+        with contextlib.ExitStack() as stack:
+            targets = {}
+            for name, extra in (("off", []), ("on", METRICS_FLAG)):
+                targets[name] = server(*args, *extra, workers=workers)
+                stack.callback(targets[name].stop)
+            scraper = stack.enter_context(Scraper(str(targets["on"].metrics_url)))
+            row = interleaved(
+                settings, targets, 100, settings.processes_seconds, settings.metrics_rounds,
+                abba=True,
+            )  # fmt: skip
+        row["ratio"] = row["on"]["rps"] / row["off"]["rps"]
+        row["cpu_ratio"] = row["on"]["cpu_us_per_request"] / row["off"]["cpu_us_per_request"]
+        row["scrapes"] = scraper.figures()
+        progress(f"metrics {mode}: on / off {row['ratio']:.3f}, scrapes {row['scrapes']}")
+        rows[mode] = row
+    return {"rows": rows}
 
 
 # Start-up is timed as users run programs: their Python caches compiled modules (and pip
@@ -1235,9 +1379,62 @@ def overload_lines(settings: Settings, overloaded: dict) -> list[str]:
     return lines
 
 
-def report(settings: Settings, figures: dict) -> str:
+def sweep_lines(sweep: dict) -> list[str]:
+    lines = [
+        "",
+        f"Overload sweep, {sweep['mode']} only: callers for {sweep['seconds']:g} s at each "
+        "offered load, as above otherwise; one run each, the servers interleaved at each load "
+        "(shorter runs than above: a server without deadlines answers in time until its "
+        "queue outgrows the callers' budget, and those first seconds weigh more here)",
+        f"{'offered':>9}{'callers/s':>10}  {'server':<10}{'callers':>8}{'answered':>9}"
+        f"{'answered/s':>11}{'/ capacity':>11}{'handler calls':>14}{'wasted':>8}",
+    ]
+    for n in range(len(next(iter(sweep["points"].values())))):
+        for name, points in sweep["points"].items():
+            point = points[n]
+            lines.append(
+                f"{point['offered']:>8g}x{point['rate']:>10.0f}  {name:<10}{point['callers']:>8}"
+                f"{point['answered']:>9}{point['answered_per_s']:>11.1f}{point['goodput']:>11.2f}"
+                f"{point['handler_calls']:>14}{point['wasted']:>8.0%}"
+            )
+    return lines
+
+
+def metrics_lines(settings: Settings, phase: dict) -> list[str]:
+    lines = [
+        "",
+        f"Metrics: zero work, C=100, a server without --metrics (off) against one with "
+        f"{' '.join(METRICS_FLAG)} (on) whose /metrics is fetched every {SCRAPE_INTERVAL:g} s "
+        f"all along; medians of {settings.metrics_rounds} interleaved rounds (ABBA) of "
+        f"{settings.processes_seconds:g} s [lowest - highest]; CPU: the server process's own",
+        f"{'mode':<15}{'metrics':<9}{'req/s [range]':>24}{'ratio':>7}{'CPU us/req':>12}"
+        f"{'ratio':>7}{'lost':>6}",
+    ]
+    for mode, row in phase["rows"].items():
+        for name in ("off", "on"):
+            side = row[name]
+            ratios = f"{row['ratio']:>7.3f}" if name == "on" else " " * 7
+            cpu_ratio = f"{row['cpu_ratio']:>7.3f}" if name == "on" else " " * 7
+            lines.append(
+                f"{mode:<15}{name:<9}{spread(side):>24}{ratios}"
+                f"{side['cpu_us_per_request']:>12.2f}{cpu_ratio}{side['lost']:>6}"
+            )
+    for mode, row in phase["rows"].items():
+        scrapes = row["scrapes"]
+        failed = f"{scrapes['lost']} not HTTP 200: {scrapes['errors']}" if scrapes["lost"] else ""
+        lines.append(
+            f"  {mode}: {scrapes['count']} scrapes of /metrics, "
+            f"{failed or 'every one HTTP 200'}; the last {scrapes['bytes']:,} bytes"
+        )
+    return lines
+
+
+def report(settings: Settings, figures: dict) -> list[tuple[str, str]]:
+    """The report as sections, (phase, text): each section ends with the table of the phase
+    that has charts (charts.py), to go right after it; the last one's phase is ""."""
     lines: list[str] = []
     targets: list[str] = []
+    cuts: list[tuple[str, int]] = []  # (phase, where its charted table ends in lines)
     if rows := figures.get("throughput"):
         lines += [
             f"Throughput: zero work, --quiet; medians of {settings.rounds} interleaved rounds of "
@@ -1252,6 +1449,7 @@ def report(settings: Settings, figures: dict) -> str:
                 f"{row['mode']:<9}{row['clients']:>5}{row['rps']:>10.0f}{row['rps_ratio']:>8.2f}"
                 f"{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{cpu:>12}{cpu_ratio:>8}{row['lost']:>6}"
             )
+        cuts.append(("throughput", len(lines)))
         c = max(settings.concurrency)
         inline, workers, async_ = (rows[f"{mode} C={c}"] for mode in ("inline", "workers", "async"))
         targets += [
@@ -1320,6 +1518,7 @@ def report(settings: Settings, figures: dict) -> str:
             "bottleneck; N cores give about N / "
             f"{per_worker_ms:.2f} ms = N x {1000 / per_worker_ms:.0f} req/s below that",
         ]
+        cuts.append(("processes", len(lines)))
         zero_ratio = zero["processes"]["ratio"]
         targets.append(
             "--processes 2 zero work / lbbroker with the same worker.py processes: "
@@ -1361,6 +1560,7 @@ def report(settings: Settings, figures: dict) -> str:
                     targets.append(
                         f"majordomo {label} {name} / majortomo: {verdict(figure['ratio'], goal)}"
                     )
+        cuts.append(("majordomo", len(lines)))
         services = phase["rows"]["services"]
         lines += ["", "Services, zero work, C=100, MDP/0.2 clients spread evenly over the services"]
         for name, figure in services.items():
@@ -1475,8 +1675,15 @@ def report(settings: Settings, figures: dict) -> str:
         targets.append(
             f"deadline CPU per request, with / without: {verdict(row['cpu_ratio'], 'deadline_cpu')}"
         )
+    if phase := figures.get("metrics"):
+        lines += metrics_lines(settings, phase)
+        for mode, row in phase["rows"].items():
+            goal = METRICS_MODES[mode][1]
+            targets.append(f"metrics {mode} req/s, on / off: {verdict(row['ratio'], goal)}")
     if overloaded := figures.get("overload"):
         lines += overload_lines(settings, overloaded)
+        lines += sweep_lines(overloaded["sweep"])
+        cuts.append(("overload", len(lines)))
         for mode, sides in overloaded["rows"].items():
             this = sides["this"]
             targets.append(
@@ -1517,28 +1724,64 @@ def report(settings: Settings, figures: dict) -> str:
     if settings == QUICK:
         lines.append("  (--quick: loads too small and runs too few to judge the targets by)")
     lines += [f"  {line}" for line in targets]
-    return "\n".join(lines).lstrip("\n")
+    ends = [*cuts, ("", len(lines))]
+    starts = [0] + [end for _, end in cuts]
+    return [
+        (name, "\n".join(lines[start:end])) for start, (name, end) in zip(starts, ends, strict=True)
+    ]
+
+
+def plain(sections: list[tuple[str, str]]) -> str:
+    """The report's sections as one text, for stdout."""
+    return "\n".join(text for _, text in sections).lstrip("\n")
 
 
 BEGIN, END = "<!-- begin benchmark -->", "<!-- end benchmark -->"
 
 
-def write_markdown(path: Path, text: str, command: str) -> None:
-    """Put the report between path's markers, with the command and the commit."""
+def write_markdown(
+    path: Path, sections: list[tuple[str, str]], command: str, charts: dict[str, list]
+) -> None:
+    """Put the report between path's markers, with the command and the commit; each
+    phase's charts (phase -> [(title, file)]) linked right after its table."""
     git = ["git", "-C", str(HERE.parent)]
     commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     changed = subprocess.run(
         [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
     ).stdout.strip()
     where = commit.stdout.strip() + (" with uncommitted changes" if changed else "")
-    block = [BEGIN, f"Commit {where}, {time.strftime('%Y-%m-%d')}: `{command}`", "", "```"]
-    block += [text, "```", END]
+    block = [BEGIN, f"Commit {where}, {time.strftime('%Y-%m-%d')}: `{command}`", ""]
+    texts: list[str] = []
+    for phase, text in sections:
+        texts.append(text)
+        if phase in charts:
+            block += ["```", "\n".join(texts).strip("\n"), "```", ""]
+            for title, chart in charts[phase]:
+                block += [f"![{title}]({os.path.relpath(chart, path.parent)})", ""]
+            texts = []
+    block += ["```", "\n".join(texts).strip("\n"), "```", END]
     head, begin, rest = path.read_text().partition(BEGIN)
     _, end, tail = rest.partition(END)
     if not (begin and end):
         raise SystemExit(f"bench: {path} has no {BEGIN} ... {END} markers")
     path.write_text(head + "\n".join(block) + tail)
     progress(f"report written into {path}")
+
+
+def draw_charts(figures: dict, folder: Path) -> dict[str, list[tuple[str, Path]]]:
+    """charts.py's PNGs of this run's figures into folder, by phase; matplotlib is a
+    development dependency (requirements-dev.txt), imported only here."""
+    started = time.monotonic()
+    try:
+        from charts import write_charts  # bench/ is the script's directory: first on sys.path
+
+        drawn = write_charts(figures, folder)
+    except ModuleNotFoundError as error:
+        raise SystemExit(
+            f"bench: --markdown draws charts: {error} (requirements-dev.txt)"
+        ) from error
+    progress(f"charts written into {folder} in {time.monotonic() - started:.1f} s")
+    return drawn
 
 
 def main() -> int:
@@ -1553,12 +1796,14 @@ def main() -> int:
         "--markdown",
         metavar="FILE",
         help="also write the report into FILE (docs/performance.md), between its begin and "
-        "end markers, with the command and the commit it ran on",
+        "end markers, with the command and the commit it ran on, and its charts (PNG, "
+        "matplotlib) into the folder FILE's name ends in -charts (docs/performance-charts/), "
+        "linked beside their tables",
     )
     parser.add_argument(
         "--only",
         choices=["throughput", "slow_work", "burst", "processes", "majordomo", "failover"]
-        + ["kill", "client", "clients", "memory", "deadline", "overload", "against"],
+        + ["kill", "client", "clients", "memory", "deadline", "metrics", "overload", "against"],
         help="run one phase",
     )
     parser.add_argument(
@@ -1588,6 +1833,7 @@ def main() -> int:
         "clients": client_library,
         "memory": memory,
         "deadline": deadline_cost,
+        "metrics": metrics_cost,
     }
     for name, phase in phases.items():
         if args.only in (None, name):
@@ -1607,13 +1853,18 @@ def main() -> int:
     figures["lost"] = sum(lost(figures.get(name, {})) for name in phases)
     figures["lost"] += sum(side["lost"] for side in figures.get("against", []))
     figures["seconds"] = time.monotonic() - started
-    text = report(settings, figures)
-    print(text)
+    sections = report(settings, figures)
+    print(plain(sections))
     if args.markdown:
+        markdown = Path(args.markdown)
+        charts = draw_charts(figures, markdown.with_name(f"{markdown.stem}-charts"))
+        figures["charts"] = {
+            phase: [str(file) for _, file in drawn] for phase, drawn in charts.items()
+        }
         # The command as someone would repeat it: where this run's own files went is not part of it.
         files = ("--markdown", args.markdown, "--json", args.json)
         shown = [arg for arg in sys.argv[1:] if arg not in files]
-        write_markdown(Path(args.markdown), text, " ".join(["python bench/bench.py", *shown]))
+        write_markdown(markdown, sections, " ".join(["python bench/bench.py", *shown]), charts)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
     progress(f"done in {figures['seconds']:.0f} s")
