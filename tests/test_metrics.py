@@ -309,6 +309,18 @@ def test_worker_metrics_count_its_requests_and_time_its_handler(start_server, sp
     assert value(samples, f"{histogram}_sum", service="hello") >= 5 * 0.01
 
 
+def run_python(*args: str) -> subprocess.CompletedProcess:
+    """Python with args, in the checkout, to its end (bounded); its output captured."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 @pytest.mark.parametrize("script", ["server.py", "worker.py"])
 def test_metrics_without_prometheus_client_exits_2_with_one_line(script):
     # As if it were not installed: an import of a module set to None in sys.modules fails.
@@ -317,14 +329,7 @@ def test_metrics_without_prometheus_client_exits_2_with_one_line(script):
         f"sys.argv = [{script!r}, '--metrics', '127.0.0.1:0']; "
         f"runpy.run_path({script!r}, run_name='__main__')"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", starter],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_python("-c", starter)
     assert result.returncode == 2
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
@@ -335,14 +340,7 @@ def test_metrics_without_prometheus_client_exits_2_with_one_line(script):
 
 
 def test_a_bad_metrics_address_is_a_usage_error():
-    result = subprocess.run(
-        [sys.executable, "server.py", "--metrics", "9105"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_python("server.py", "--metrics", "9105")
     assert result.returncode == 2
     assert "expected HOST:PORT" in result.stderr and "Traceback" not in result.stderr
 
