@@ -321,11 +321,20 @@ def run_python(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+NOT_INSTALLED = {
+    # No distribution: what pip uninstall leaves (importlib.metadata finds none).
+    "no distribution": "import importlib.metadata as m; "
+    "m.version = lambda name: (_ for _ in ()).throw(m.PackageNotFoundError(name)); ",
+    # No module: an import of a module set to None in sys.modules fails.
+    "no module": "import sys; sys.modules['prometheus_client'] = None; ",
+}
+
+
 @pytest.mark.parametrize("script", ["server.py", "worker.py"])
-def test_metrics_without_prometheus_client_exits_2_with_one_line(script):
-    # As if it were not installed: an import of a module set to None in sys.modules fails.
+@pytest.mark.parametrize("missing", NOT_INSTALLED)
+def test_metrics_without_prometheus_client_exits_2_with_one_line(script, missing):
     starter = (
-        "import runpy, sys; sys.modules['prometheus_client'] = None; "
+        f"import runpy, sys; {NOT_INSTALLED[missing]}"
         f"sys.argv = [{script!r}, '--metrics', '127.0.0.1:0']; "
         f"runpy.run_path({script!r}, run_name='__main__')"
     )

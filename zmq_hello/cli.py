@@ -122,8 +122,8 @@ def import_metrics(parser: argparse.ArgumentParser) -> ModuleType:
     try:
         version = metadata.version("prometheus-client")
         from zmq_hello import metrics
-    except (metadata.PackageNotFoundError, ModuleNotFoundError) as exc:
-        if isinstance(exc, ModuleNotFoundError) and exc.name != "prometheus_client":
+    except ModuleNotFoundError as exc:  # metadata.PackageNotFoundError is one too
+        if not isinstance(exc, metadata.PackageNotFoundError) and exc.name != "prometheus_client":
             raise
         version = ""
     major_minor = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
