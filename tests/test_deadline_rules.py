@@ -95,6 +95,7 @@ def test_pace_learns_the_handlers_time_and_starts_only_what_can_finish():
 def core_with_worker(prefix: bytes = b"0123abcd.") -> Majordomo:
     core = Majordomo(b"hello", 1.0, 5.0, Limits(), prefix)
     core.worker_message(0.0, [b"w1", *mdp.build(mdp.Framing(), mdp.READY, b"hello")], 4)
+    core.to_workers.remove([b"w1", *mdp.build(mdp.Framing(), mdp.HEARTBEAT)])  # at once
     return core
 
 

@@ -55,7 +55,9 @@ def read(core: Majordomo, frames: list[bytes]) -> Request | Handled:
 
 
 def ready(core: Majordomo, now: float, address: bytes, service: bytes, framing=W02) -> None:
+    """A worker registers; the HEARTBEAT the broker answers with at once is taken."""
     core.worker_message(now, [address, *mdp.build(framing, mdp.READY, service)], 4)
+    core.to_workers.remove([address, *mdp.build(framing, mdp.HEARTBEAT)])
 
 
 def sent(core: Majordomo, now: float = 0.0) -> list[list[bytes]]:
@@ -200,10 +202,19 @@ def test_an_idle_silent_worker_is_dead_and_a_busy_one_is_not():
     assert mdp.parse(heartbeats[0][1:]).command == mdp.HEARTBEAT
 
 
+def test_a_registration_is_answered_with_a_heartbeat_at_once():
+    # A READY that waited in a worker's queue while the broker was down may come just
+    # before the worker gives up on it: it hears the broker at once, and stays.
+    core = new_core()
+    frames = [b"w", *mdp.build(W01, mdp.READY, b"hello")]
+    core.worker_message(0.0, frames, len(frames))
+    assert core.to_workers == [[b"w", *mdp.build(W01, mdp.HEARTBEAT)]]
+
+
 def test_strangers_and_mmi_registrations_get_disconnect():
     core = new_core()
     core.worker_message(0.0, [b"ghost", *mdp.build(W01, mdp.HEARTBEAT)], 4)
-    ready(core, 0.0, b"w", b"mmi.service")
+    core.worker_message(0.0, [b"w", *mdp.build(W02, mdp.READY, b"mmi.service")], 4)
     commands = [mdp.parse(message[1:]) for message in sent(core)]
     assert [(c.framing, c.command) for c in commands] == [
         (W01, mdp.DISCONNECT),

@@ -486,6 +486,10 @@ class Majordomo:
             self.orphaned.pop(service, None)
         if service.scheduler.queued:
             self.pending[service] = None
+        # A HEARTBEAT at once: a READY may have waited in the worker's queue while this
+        # broker was down, and a worker that hears nothing within its liveness counts the
+        # broker gone, leaving the registration just made with a request on its way.
+        self.to_workers.append([address, *mdp.build(framing, mdp.HEARTBEAT)])
         self.news.append(News(address, REGISTERED))
         self.incidents.append(
             Incident(
